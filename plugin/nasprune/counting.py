@@ -1,0 +1,136 @@
+"""Exact parameter counts and MACs of sub-networks.
+
+A sub-network's parameter count is what a physically pruned copy of the model would hold:
+everything outside the encoder layers (embeddings, pooler, classifier), plus per layer the
+Q/K/V rows and output-projection columns of the kept heads, the kept FFN units' rows and columns,
+and the output bias and LayerNorm of a block only while the block keeps at least one head/unit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+from nasprune.errors import NaspruneError
+from nasprune.subnet import ModelShape, SubNetwork
+from nasprune.supernet import get_adapter
+from nasprune.supernet.encoder import LayerModules
+
+
+def _numel(module: nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+def _bias_numel(linear: nn.Linear) -> int:
+    return 0 if linear.bias is None else linear.bias.numel()
+
+
+@dataclass(frozen=True)
+class LayerCounts:
+    """Parameter counts of one encoder layer split by what a sub-network keeps."""
+
+    per_head: int
+    attn_fixed: int
+    per_unit: int
+    ffn_fixed: int
+
+
+def _layer_counts(modules: LayerModules, num_heads: int) -> LayerCounts:
+    per_head = sum(
+        (lin.weight.numel() + _bias_numel(lin)) // num_heads
+        for lin in (modules.query, modules.key, modules.value)
+    )
+    per_head += modules.attn_out.weight.numel() // num_heads
+    ffn_in, ffn_out = modules.ffn_in, modules.ffn_out
+    per_unit = ffn_in.weight.shape[1] + (1 if ffn_in.bias is not None else 0) + ffn_out.weight.shape[0]
+    return LayerCounts(
+        per_head=per_head,
+        attn_fixed=_bias_numel(modules.attn_out) + _numel(modules.attn_norm),
+        per_unit=per_unit,
+        ffn_fixed=_bias_numel(ffn_out) + _numel(modules.ffn_norm),
+    )
+
+
+class ParameterCounter:
+    """Counts the parameters of sub-networks of one model exactly.
+
+    ``model`` is a HF task model of a supported family or a
+    :class:`~nasprune.supernet.SuperNetwork` wrapping one.
+    """
+
+    def __init__(self, model: nn.Module):
+        model = getattr(model, "model", model)
+        adapter = get_adapter(getattr(model.config, "model_type", ""))
+        self.shape = ModelShape.from_config(model.config)
+        layers = list(adapter.layers(model))
+
+        # model.parameters() yields each tied/shared parameter once.
+        unique = {id(p): p.numel() for p in model.parameters()}
+        in_layers = {id(p) for layer in layers for p in layer.parameters()}
+        self.total = sum(unique.values())
+        self.non_encoder = sum(n for pid, n in unique.items() if pid not in in_layers)
+
+        self.layers = [_layer_counts(adapter.layer_modules(layer), self.shape.num_heads) for layer in layers]
+        self._per_head = np.array([c.per_head for c in self.layers], dtype=np.int64)
+        self._attn_fixed = np.array([c.attn_fixed for c in self.layers], dtype=np.int64)
+        self._per_unit = np.array([c.per_unit for c in self.layers], dtype=np.int64)
+        self._ffn_fixed = np.array([c.ffn_fixed for c in self.layers], dtype=np.int64)
+
+        full = self.count(SubNetwork.full(self.shape))
+        if full != self.total:
+            # Parameters the layer breakdown does not know about (e.g. cross-attention) would be
+            # silently miscounted; refuse instead.
+            raise NaspruneError(
+                f"cannot count {type(model).__name__} exactly: its encoder layers hold "
+                f"{self.total - self.non_encoder} parameters but the head/unit breakdown explains "
+                f"{full - self.non_encoder}"
+            )
+
+    def count(self, subnet: SubNetwork) -> int:
+        """The number of parameters of ``subnet`` once physically pruned."""
+        _check_shape(subnet, self.shape)
+        heads = subnet.heads_per_layer.astype(np.int64)
+        units = subnet.units_per_layer.astype(np.int64)
+        encoder = (
+            heads * self._per_head
+            + (heads > 0) * self._attn_fixed
+            + units * self._per_unit
+            + (units > 0) * self._ffn_fixed
+        )
+        return int(self.non_encoder + encoder.sum())
+
+    def relative(self, subnet: SubNetwork) -> float:
+        """``count(subnet)`` as a fraction of the unpruned model."""
+        return self.count(subnet) / self.total
+
+
+def _check_shape(subnet: SubNetwork, shape: ModelShape) -> None:
+    if subnet.head_mask.shape != (shape.num_layers, shape.num_heads) or subnet.unit_mask.shape != (
+        shape.num_layers,
+        shape.intermediate_size,
+    ):
+        raise NaspruneError(
+            f"sub-network masks {subnet.head_mask.shape} / {subnet.unit_mask.shape} do not fit {shape}"
+        )
+
+
+def count_macs(subnet: SubNetwork, shape: ModelShape, seq_len: int) -> int:
+    """Multiply-accumulates of the encoder for one sequence of ``seq_len`` tokens.
+
+    Per kept head 3·T·d·dh (Q, K, V) + 2·T²·dh (scores and context) + T·dh·d (output
+    projection); per kept FFN unit 2·T·d.
+    """
+    _check_shape(subnet, shape)
+    t, d, dh = int(seq_len), shape.hidden_size, shape.head_dim
+    per_head = 3 * t * d * dh + 2 * t * t * dh + t * dh * d
+    per_unit = 2 * t * d
+    heads = int(subnet.head_mask.sum())
+    units = int(subnet.unit_mask.sum())
+    return heads * per_head + units * per_unit
+
+
+def relative_macs(subnet: SubNetwork, shape: ModelShape, seq_len: int) -> float:
+    """``count_macs(subnet)`` as a fraction of the unpruned encoder's MACs."""
+    return count_macs(subnet, shape, seq_len) / count_macs(SubNetwork.full(shape), shape, seq_len)

@@ -1,0 +1,176 @@
+"""The sub-network: which layers, attention heads and FFN units of a transformer are kept.
+
+A :class:`SubNetwork` is the one data type that flows through nasprune. Search spaces
+produce it from a Syne Tune config, super-networks run it, counters measure it and the
+exporter cuts it out. A layer is kept when any of its heads or units is kept; a layer
+with no heads skips its attention block and one with no units skips its FFN block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from nasprune.errors import NaspruneError
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The dimensions of a transformer encoder that a sub-network is cut from."""
+
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    hidden_size: int
+    intermediate_size: int
+
+    @classmethod
+    def from_config(cls, config: Any) -> "ModelShape":
+        """Read the shape from a HuggingFace ``PretrainedConfig`` (BERT-like families)."""
+        heads = config.num_attention_heads
+        return cls(
+            num_layers=config.num_hidden_layers,
+            num_heads=heads,
+            head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+        )
+
+
+class SubNetwork:
+    """Boolean head and unit masks of shape ``[num_layers, num_heads]`` and ``[num_layers, units]``.
+
+    Instances are immutable and hashable, so they can key caches and archives.
+    """
+
+    __slots__ = ("head_mask", "unit_mask", "_key")
+
+    def __init__(self, head_mask: Any, unit_mask: Any):
+        head_mask = np.array(head_mask, dtype=bool)
+        unit_mask = np.array(unit_mask, dtype=bool)
+        if head_mask.ndim != 2 or unit_mask.ndim != 2 or head_mask.shape[0] != unit_mask.shape[0]:
+            raise NaspruneError(
+                f"head mask {head_mask.shape} and unit mask {unit_mask.shape} must be 2-D "
+                "with one row per layer"
+            )
+        head_mask.setflags(write=False)
+        unit_mask.setflags(write=False)
+        object.__setattr__(self, "head_mask", head_mask)
+        object.__setattr__(self, "unit_mask", unit_mask)
+        object.__setattr__(
+            self, "_key", (head_mask.shape, unit_mask.shape, np.packbits(head_mask).tobytes(),
+                           np.packbits(unit_mask).tobytes())
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("SubNetwork is immutable")
+
+    # --- construction -------------------------------------------------------------------
+    @classmethod
+    def full(cls, shape: ModelShape) -> "SubNetwork":
+        return cls(
+            np.ones((shape.num_layers, shape.num_heads), bool),
+            np.ones((shape.num_layers, shape.intermediate_size), bool),
+        )
+
+    @classmethod
+    def from_counts(
+        cls, shape: ModelShape, heads_per_layer: Sequence[int], units_per_layer: Sequence[int]
+    ) -> "SubNetwork":
+        """Keep the first ``heads_per_layer[i]`` heads and ``units_per_layer[i]`` units of layer i."""
+        heads = np.asarray(heads_per_layer, dtype=int)
+        units = np.asarray(units_per_layer, dtype=int)
+        if heads.shape != (shape.num_layers,) or units.shape != (shape.num_layers,):
+            raise NaspruneError(f"expected {shape.num_layers} per-layer head and unit counts")
+        if heads.min() < 0 or heads.max() > shape.num_heads:
+            raise NaspruneError(f"head counts {heads.tolist()} outside [0, {shape.num_heads}]")
+        if units.min() < 0 or units.max() > shape.intermediate_size:
+            raise NaspruneError(
+                f"unit counts {units.tolist()} outside [0, {shape.intermediate_size}]"
+            )
+        head_mask = np.arange(shape.num_heads)[None, :] < heads[:, None]
+        unit_mask = np.arange(shape.intermediate_size)[None, :] < units[:, None]
+        return cls(head_mask, unit_mask)
+
+    # --- views --------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return self.head_mask.shape[0]
+
+    @property
+    def heads_per_layer(self) -> np.ndarray:
+        return self.head_mask.sum(axis=1)
+
+    @property
+    def units_per_layer(self) -> np.ndarray:
+        return self.unit_mask.sum(axis=1)
+
+    @property
+    def kept_layers(self) -> list[int]:
+        """Layers that still compute something (any head or any unit kept)."""
+        return [i for i in range(self.num_layers) if self.head_mask[i].any() or self.unit_mask[i].any()]
+
+    def head_indices(self, layer: int) -> np.ndarray:
+        return np.flatnonzero(self.head_mask[layer])
+
+    def unit_indices(self, layer: int) -> np.ndarray:
+        return np.flatnonzero(self.unit_mask[layer])
+
+    @property
+    def is_prefix(self) -> bool:
+        """True when every layer keeps its first k heads and first k units (contiguous slices)."""
+        heads, units = self.heads_per_layer, self.units_per_layer
+        return bool(
+            all(self.head_mask[i, : heads[i]].all() for i in range(self.num_layers))
+            and all(self.unit_mask[i, : units[i]].all() for i in range(self.num_layers))
+        )
+
+    def is_full(self) -> bool:
+        return bool(self.head_mask.all() and self.unit_mask.all())
+
+    # --- serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly form: counts for prefix sub-networks, index lists otherwise."""
+        if self.is_prefix:
+            return {
+                "heads_per_layer": self.heads_per_layer.tolist(),
+                "units_per_layer": self.units_per_layer.tolist(),
+                "num_heads": int(self.head_mask.shape[1]),
+                "intermediate_size": int(self.unit_mask.shape[1]),
+            }
+        return {
+            "heads": [self.head_indices(i).tolist() for i in range(self.num_layers)],
+            "units": [self.unit_indices(i).tolist() for i in range(self.num_layers)],
+            "num_heads": int(self.head_mask.shape[1]),
+            "intermediate_size": int(self.unit_mask.shape[1]),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SubNetwork":
+        num_heads, num_units = int(data["num_heads"]), int(data["intermediate_size"])
+        if "heads_per_layer" in data:
+            heads, units = data["heads_per_layer"], data["units_per_layer"]
+            head_mask = np.arange(num_heads)[None, :] < np.asarray(heads)[:, None]
+            unit_mask = np.arange(num_units)[None, :] < np.asarray(units)[:, None]
+            return cls(head_mask, unit_mask)
+        head_mask = np.zeros((len(data["heads"]), num_heads), bool)
+        unit_mask = np.zeros((len(data["units"]), num_units), bool)
+        for i, (h, u) in enumerate(zip(data["heads"], data["units"])):
+            head_mask[i, h] = True
+            unit_mask[i, u] = True
+        return cls(head_mask, unit_mask)
+
+    # --- identity -----------------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SubNetwork) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __repr__(self) -> str:
+        return (
+            f"SubNetwork(layers={len(self.kept_layers)}/{self.num_layers}, "
+            f"heads={self.heads_per_layer.tolist()}, units={self.units_per_layer.tolist()})"
+        )

@@ -1,0 +1,173 @@
+"""A BERT-style encoder forward that runs one sub-network on the shared weights of a HF model.
+
+Transformers 5 no longer takes a ``head_mask`` nor prunes heads, so the super-network runs the
+encoder layers itself, reading the parameters of the HuggingFace modules. The sub-network is
+first compiled into a :class:`LayerPlan` per layer; the forward then has a single code path:
+
+- ``"slice"`` plans carry the kept weight rows/columns (a slice view when the kept heads or units
+  are contiguous, an index tensor otherwise), so pruned heads and units cost no compute;
+- ``"mask"`` plans keep the full weights and carry 0/1 scales that multiply the per-head context
+  and the FFN activations: the naive reference the slice mode is checked and benchmarked against.
+
+In both modes a layer with no kept head skips its attention block and one with no kept unit skips
+its FFN block: the residual stream passes through unchanged (no bias, no LayerNorm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasprune.subnet import ModelShape, SubNetwork
+
+MODES = ("slice", "mask")
+
+# Which output features of a projection are kept: None = all of them.
+Selector = Union[None, slice, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LayerModules:
+    """The HF modules of one encoder layer that the forward reads, named by role."""
+
+    query: nn.Linear
+    key: nn.Linear
+    value: nn.Linear
+    attn_probs_dropout: nn.Dropout
+    attn_out: nn.Linear
+    attn_out_dropout: nn.Module
+    attn_norm: nn.Module
+    ffn_in: nn.Linear
+    activation: Callable[[torch.Tensor], torch.Tensor]
+    ffn_out: nn.Linear
+    ffn_out_dropout: nn.Module
+    ffn_norm: nn.Module
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """How to run one layer: kept counts, which weights to read and (mask mode) the 0/1 scales."""
+
+    num_heads: int
+    num_units: int
+    head_rows: Selector = None
+    unit_rows: Selector = None
+    head_scale: torch.Tensor | None = None
+    unit_scale: torch.Tensor | None = None
+
+
+def _selector(kept: np.ndarray, width: int, device: torch.device) -> Selector:
+    """Rows of a projection that belong to the kept groups (heads: width=head_dim, units: 1)."""
+    idx = np.flatnonzero(kept)
+    if len(idx) == len(kept):
+        return None
+    if len(idx) and idx[-1] - idx[0] + 1 == len(idx):
+        # A contiguous run (a prefix in "first k" spaces) is a view: no gather, no copy.
+        return slice(int(idx[0]) * width, (int(idx[-1]) + 1) * width)
+    rows = (idx[:, None] * width + np.arange(width)[None, :]).reshape(-1)
+    return torch.as_tensor(rows, dtype=torch.long, device=device)
+
+
+def compile_plan(
+    subnet: SubNetwork, shape: ModelShape, mode: str, device: torch.device, dtype: torch.dtype
+) -> list[LayerPlan]:
+    """Turn a sub-network into per-layer plans on ``device`` for the given ``mode``."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    plans = []
+    for layer in range(shape.num_layers):
+        heads, units = subnet.head_mask[layer], subnet.unit_mask[layer]
+        n_heads, n_units = int(heads.sum()), int(units.sum())
+        if mode == "slice":
+            plans.append(
+                LayerPlan(
+                    num_heads=n_heads,
+                    num_units=n_units,
+                    head_rows=_selector(heads, shape.head_dim, device) if n_heads else None,
+                    unit_rows=_selector(units, 1, device) if n_units else None,
+                )
+            )
+        else:
+            plans.append(
+                LayerPlan(
+                    num_heads=n_heads,
+                    num_units=n_units,
+                    head_scale=None if heads.all() else torch.tensor(heads, dtype=dtype, device=device),
+                    unit_scale=None if units.all() else torch.tensor(units, dtype=dtype, device=device),
+                )
+            )
+    return plans
+
+
+def _linear_rows(x: torch.Tensor, linear: nn.Linear, rows: Selector) -> torch.Tensor:
+    """``linear(x)`` restricted to the selected output features."""
+    weight, bias = linear.weight, linear.bias
+    if isinstance(rows, slice):
+        weight = weight[rows]
+        bias = None if bias is None else bias[rows]
+    elif rows is not None:
+        weight = weight.index_select(0, rows)
+        bias = None if bias is None else bias.index_select(0, rows)
+    return F.linear(x, weight, bias)
+
+
+def _linear_cols(x: torch.Tensor, linear: nn.Linear, cols: Selector) -> torch.Tensor:
+    """``linear`` applied to the selected input features only; the bias stays whole."""
+    weight = linear.weight
+    if isinstance(cols, slice):
+        weight = weight[:, cols]
+    elif cols is not None:
+        weight = weight.index_select(1, cols)
+    return F.linear(x, weight, linear.bias)
+
+
+class SubnetEncoder:
+    """Runs the encoder layers of a HF model under a compiled plan."""
+
+    def __init__(self, layers: Sequence[LayerModules], shape: ModelShape):
+        self.layers = list(layers)
+        self.shape = shape
+        self.scale = shape.head_dim**-0.5
+
+    def forward(
+        self, hidden: torch.Tensor, ext_mask: torch.Tensor | None, plan: Sequence[LayerPlan]
+    ) -> torch.Tensor:
+        """Run all layers; ``ext_mask`` is additive and broadcasts to ``[B, heads, T, T]``."""
+        for modules, layer_plan in zip(self.layers, plan):
+            if layer_plan.num_heads:
+                hidden = self._attention(hidden, ext_mask, modules, layer_plan)
+            if layer_plan.num_units:
+                hidden = self._ffn(hidden, modules, layer_plan)
+        return hidden
+
+    __call__ = forward
+
+    def _attention(
+        self, x: torch.Tensor, ext_mask: torch.Tensor | None, m: LayerModules, plan: LayerPlan
+    ) -> torch.Tensor:
+        batch, length, _ = x.shape
+        split = (batch, length, -1, self.shape.head_dim)
+        q = _linear_rows(x, m.query, plan.head_rows).view(split).transpose(1, 2)
+        k = _linear_rows(x, m.key, plan.head_rows).view(split).transpose(1, 2)
+        v = _linear_rows(x, m.value, plan.head_rows).view(split).transpose(1, 2)
+        dropout_p = m.attn_probs_dropout.p if m.attn_probs_dropout.training else 0.0
+        context = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=ext_mask, dropout_p=dropout_p, scale=self.scale
+        )
+        if plan.head_scale is not None:
+            context = context * plan.head_scale.to(context.dtype).view(1, -1, 1, 1)
+        context = context.transpose(1, 2).reshape(batch, length, -1)
+        out = m.attn_out_dropout(_linear_cols(context, m.attn_out, plan.head_rows))
+        return m.attn_norm(out + x)
+
+    def _ffn(self, x: torch.Tensor, m: LayerModules, plan: LayerPlan) -> torch.Tensor:
+        inner = m.activation(_linear_rows(x, m.ffn_in, plan.unit_rows))
+        if plan.unit_scale is not None:
+            inner = inner * plan.unit_scale.to(inner.dtype)
+        out = m.ffn_out_dropout(_linear_cols(inner, m.ffn_out, plan.unit_rows))
+        return m.ffn_norm(out + x)

@@ -1,0 +1,226 @@
+"""Fine-tuning and super-network training: one readable loop for every strategy.
+
+Every step runs the sub-networks a :class:`~nasprune.strategies.Strategy` plans, sums
+their gradients and takes one AdamW step under a linear schedule with warm-up. After
+every epoch the largest and smallest sub-networks are evaluated and a checkpoint is
+saved, so an interrupted run resumes from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from nasprune.errors import NaspruneError
+from nasprune.strategies import DISTILL, Strategy
+from nasprune.subnet import SubNetwork
+from nasprune.supernet import SuperNetwork
+
+
+@dataclass
+class TrainingConfig:
+    """Hyper-parameters of fine-tuning and super-network training (the paper's defaults)."""
+
+    epochs: int = 5
+    learning_rate: float = 2e-5
+    batch_size: int = 32
+    seed: int = 0
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    strategy: str = "full"
+    num_random_subnets: int = 2
+    temperature: float = 10.0
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise NaspruneError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise NaspruneError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise NaspruneError(f"--learning-rate must be positive, got {self.learning_rate}")
+        if not self.temperature > 0:
+            raise NaspruneError(f"--temperature must be positive, got {self.temperature}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise NaspruneError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+def label_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    if regression:
+        return F.mse_loss(logits.squeeze(-1), labels.float())
+    return F.cross_entropy(logits, labels)
+
+
+def distillation_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    regression: bool,
+) -> torch.Tensor:
+    """Hinton et al. (2015): T² · CE(student/T, softmax(teacher/T)) + CE(student, labels).
+
+    For regression the soft term is the squared error to the teacher's prediction.
+    """
+    if regression:
+        soft = F.mse_loss(student.squeeze(-1), teacher.squeeze(-1))
+    else:
+        targets = F.softmax(teacher / temperature, dim=-1)
+        soft = temperature**2 * F.cross_entropy(student / temperature, targets)
+    return soft + label_loss(student, labels, regression)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
+    # The usual BERT recipe: no weight decay on biases and LayerNorm weights.
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.learning_rate)
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class Trainer:
+    """Trains a :class:`SuperNetwork` with a strategy; one optimizer step per batch.
+
+    :param supernet: the super-network (its HF model is trained in place)
+    :param strategy: plans the sub-networks of each step
+    :param train_loader: yields dicts of tensors with ``labels``
+    :param config: hyper-parameters
+    :param regression: True for a regression head (MSE instead of cross-entropy)
+    :param evaluate: ``evaluate(subnet) -> metric`` on the validation split, or None
+    :param save: ``save(epoch, history, trainer_state)`` called after every epoch
+    """
+
+    def __init__(
+        self,
+        supernet: SuperNetwork,
+        strategy: Strategy,
+        train_loader: Iterable[dict],
+        config: TrainingConfig,
+        regression: bool = False,
+        evaluate: Callable[[SubNetwork], float] | None = None,
+        save: Callable[[int, list[EpochRecord], dict], None] | None = None,
+        progress: bool = True,
+    ):
+        config.validate()
+        self.supernet = supernet
+        self.strategy = strategy
+        self.train_loader = train_loader
+        self.config = config
+        self.regression = regression
+        self.evaluate = evaluate
+        self.save = save
+        self.progress = progress
+        self.steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
+        if self.steps_per_epoch == 0:
+            raise NaspruneError("the training split is empty: nothing to train on")
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.optimizer = _optimizer(supernet, config)
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, math.ceil(config.warmup_ratio * self.total_steps), self.total_steps
+        )
+        self.rng = np.random.default_rng(config.seed)
+        self.history: list[EpochRecord] = []
+        self.start_epoch = 0
+
+    # --- resumption ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "history": [asdict(r) for r in self.history],
+            "epoch": len(self.history),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        self.history = [EpochRecord(**r) for r in state["history"]]
+        self.start_epoch = int(state["epoch"])
+
+    # --- the loop -----------------------------------------------------------------------
+    def train_step(self, batch: dict, step: int) -> float:
+        labels = batch.pop("labels")
+        teacher = None
+        total = 0.0
+        for task in self.strategy.plan(step, self.total_steps, self.rng):
+            with self.supernet.select(task.subnet):
+                logits = self.supernet(**batch)
+            if task.loss == DISTILL:
+                loss = distillation_loss(
+                    logits, teacher, labels, self.config.temperature, self.regression
+                )
+            else:
+                loss = label_loss(logits, labels, self.regression)
+                if self.strategy.distills and teacher is None:
+                    teacher = logits.detach()
+            loss.backward()
+            total += loss.item()
+        torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total
+
+    def train(self) -> list[EpochRecord]:
+        device = next(self.supernet.parameters()).device
+        if self.start_epoch == 0:  # a resumed run restored its generator state instead
+            torch.manual_seed(self.config.seed)
+        for epoch in range(self.start_epoch, self.config.epochs):
+            self.supernet.train()
+            start, running = time.perf_counter(), 0.0
+            bar = tqdm(
+                self.train_loader,
+                desc=f"epoch {epoch + 1}/{self.config.epochs}",
+                disable=not self.progress,
+                dynamic_ncols=True,
+            )
+            for i, batch in enumerate(bar):
+                loss = self.train_step(_to_device(batch, device), epoch * self.steps_per_epoch + i)
+                if not math.isfinite(loss):
+                    raise NaspruneError(
+                        f"training diverged (loss {loss}) at epoch {epoch + 1}, step {i}; "
+                        "try a smaller --learning-rate"
+                    )
+                running += loss
+                bar.set_postfix(loss=f"{running / (i + 1):.4f}")
+            record = EpochRecord(epoch + 1, running / self.steps_per_epoch, time.perf_counter() - start)
+            if self.evaluate is not None:
+                record.metrics = {
+                    "valid_metric_largest": self.evaluate(self.strategy.largest),
+                    "valid_metric_smallest": self.evaluate(self.strategy.smallest),
+                }
+            self.history.append(record)
+            summary = ", ".join(f"{k} {v:.4f}" for k, v in record.metrics.items())
+            tqdm.write(f"epoch {record.epoch}: loss {record.train_loss:.4f}" + (f", {summary}" if summary else ""))
+            if self.save is not None:
+                self.save(record.epoch, self.history, self.state_dict())
+        return self.history

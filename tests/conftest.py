@@ -1,0 +1,124 @@
+"""Shared fixtures: tiny random BERT/RoBERTa task models and padded batches, built offline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nasprune.subnet import ModelShape, SubNetwork
+
+FAMILIES = ("bert", "roberta")
+TASKS = ("classification", "regression", "multiple_choice")
+
+VOCAB = 100
+HIDDEN = 32
+HEADS = 4
+INTERMEDIATE = 64
+
+
+def tiny_config(family: str, num_layers: int = 3, dropout: float = 0.1, **overrides):
+    """A random-init config small enough for unit tests (hidden 32, 4 heads, FFN 64).
+
+    The init scale is 10x HF's default: with std 0.02 the logits of a tiny random model are
+    nearly constant, and exactness tests would pass whatever the heads did.
+    """
+    from transformers import BertConfig, RobertaConfig
+
+    common = dict(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=num_layers,
+        num_attention_heads=HEADS,
+        intermediate_size=INTERMEDIATE,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        type_vocab_size=2,
+        initializer_range=0.2,
+    )
+    common.update(overrides)
+    if family == "bert":
+        return BertConfig(max_position_embeddings=64, pad_token_id=0, **common)
+    if family == "roberta":
+        # RoBERTa positions start after the padding index, hence the two extra slots.
+        return RobertaConfig(max_position_embeddings=66, pad_token_id=1, **common)
+    raise ValueError(family)
+
+
+def tiny_model(family: str, task: str, num_layers: int = 3, seed: int = 0, **overrides):
+    """A tiny HF task model in eval mode; ``task`` is classification, regression or multiple_choice."""
+    from transformers import (
+        BertForMultipleChoice,
+        BertForSequenceClassification,
+        RobertaForMultipleChoice,
+        RobertaForSequenceClassification,
+    )
+
+    classes = {
+        ("bert", "multiple_choice"): BertForMultipleChoice,
+        ("bert", "seq"): BertForSequenceClassification,
+        ("roberta", "multiple_choice"): RobertaForMultipleChoice,
+        ("roberta", "seq"): RobertaForSequenceClassification,
+    }
+    config = tiny_config(family, num_layers=num_layers, **overrides)
+    if task == "classification":
+        config.num_labels = 3
+    elif task == "regression":
+        config.num_labels = 1
+    torch.manual_seed(seed)
+    cls = classes[(family, "multiple_choice" if task == "multiple_choice" else "seq")]
+    return cls(config).eval()
+
+
+def tiny_batch(model, batch: int = 3, seq_len: int = 9, num_choices: int = 2, seed: int = 1) -> dict:
+    """A padded batch for ``model``: ``[B, T]`` inputs, or ``[B, C, T]`` for multiple choice."""
+    generator = torch.Generator().manual_seed(seed)
+    config = model.config
+    multiple_choice = "MultipleChoice" in type(model).__name__
+    lead = (batch, num_choices) if multiple_choice else (batch,)
+    n = batch * (num_choices if multiple_choice else 1)
+    input_ids = torch.randint(3, config.vocab_size, (n, seq_len), generator=generator)
+    lengths = torch.randint(2, seq_len + 1, (n,), generator=generator)
+    lengths[0] = seq_len  # at least one row without padding, several with
+    attention_mask = (torch.arange(seq_len)[None, :] < lengths[:, None]).long()
+    input_ids = input_ids.masked_fill(attention_mask == 0, config.pad_token_id)
+    token_type_ids = (torch.arange(seq_len)[None, :] >= (lengths[:, None] // 2)).long() * attention_mask
+    return {
+        "input_ids": input_ids.view(*lead, seq_len),
+        "attention_mask": attention_mask.view(*lead, seq_len),
+        "token_type_ids": token_type_ids.view(*lead, seq_len),
+    }
+
+
+def random_subnet(shape: ModelShape, seed: int, prefix: bool = False, min_keep: int = 0) -> SubNetwork:
+    """Random masks; ``prefix`` keeps first-k heads/units, ``min_keep`` the least kept per layer."""
+    rng = np.random.default_rng(seed)
+    heads = rng.integers(min_keep, shape.num_heads + 1, shape.num_layers)
+    units = rng.integers(min_keep, shape.intermediate_size + 1, shape.num_layers)
+    if prefix:
+        return SubNetwork.from_counts(shape, heads, units)
+    head_mask = np.zeros((shape.num_layers, shape.num_heads), bool)
+    unit_mask = np.zeros((shape.num_layers, shape.intermediate_size), bool)
+    for layer in range(shape.num_layers):
+        head_mask[layer, rng.choice(shape.num_heads, heads[layer], replace=False)] = True
+        unit_mask[layer, rng.choice(shape.intermediate_size, units[layer], replace=False)] = True
+    return SubNetwork(head_mask, unit_mask)
+
+
+@pytest.fixture(params=[(f, t) for f in FAMILIES for t in TASKS], ids=lambda p: f"{p[0]}-{p[1]}")
+def family_task(request) -> tuple[str, str]:
+    """Every supported (family, task) combination."""
+    return request.param
+
+
+@pytest.fixture
+def model_and_batch(family_task):
+    """A tiny model of each (family, task) and a padded batch for it."""
+    family, task = family_task
+    model = tiny_model(family, task)
+    return model, tiny_batch(model)
+
+
+@pytest.fixture
+def bert_model():
+    return tiny_model("bert", "classification")
