@@ -7,7 +7,6 @@ from nasprune.checkpoint import CheckpointInfo, epoch_checkpoints, resolve_check
 from nasprune.errors import NaspruneError
 from nasprune.spaces import get_search_space
 from nasprune.strategies import DISTILL, LABELS, STRATEGIES, get_strategy
-from nasprune.subnet import SubNetwork
 from nasprune.supernet import SuperNetwork
 from nasprune.training import Trainer, TrainingConfig, distillation_loss, label_loss
 
@@ -50,8 +49,12 @@ def test_distillation_loss_uses_the_temperature_and_works_for_regression():
     hard = label_loss(student, labels, regression=False)
     at_1 = distillation_loss(student, teacher, labels, 1.0, regression=False)
     at_10 = distillation_loss(student, teacher, labels, 10.0, regression=False)
-    soft_10 = 100 * torch.nn.functional.cross_entropy(student / 10, torch.softmax(teacher / 10, -1))
-    assert torch.allclose(at_10, soft_10 + hard)
+    teacher_probs = torch.softmax(teacher / 10, -1)
+    soft_10 = 100 * torch.nn.functional.cross_entropy(student / 10, teacher_probs)
+    teacher_entropy = 100 * -(teacher_probs * teacher_probs.log()).sum(-1).mean()
+    assert torch.allclose(at_10, soft_10 - teacher_entropy + hard, atol=1e-5)
+    # the soft term vanishes when the student matches the teacher
+    assert torch.allclose(distillation_loss(teacher, teacher, labels, 10.0, False), label_loss(teacher, labels, False))
     assert not torch.allclose(at_1, at_10)
     # regression: squared error to the teacher plus to the labels
     s, t, y = torch.randn(4, 1), torch.randn(4, 1), torch.randn(4)

@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_flags(run, supernet=True, epochs=5)
     _add_search_flags(run)
     run.add_argument("--output-dir", default="nasprune-output")
+    # Filled in from the quick preset or the paper's defaults (see workflows.run_from_args).
+    run.set_defaults(epochs=None, learning_rate=None, max_seq_length=None, num_samples=None)
     run.add_argument(
         "--quick",
         action=argparse.BooleanOptionalAction,
@@ -138,9 +140,12 @@ def _configure_logging(quiet: bool) -> None:
     logging.getLogger("nasprune").setLevel(logging.INFO)
     import transformers
 
+    import datasets
+
     transformers.logging.set_verbosity_error()
-    if quiet:
-        transformers.utils.logging.disable_progress_bar()
+    # Their bars (tokenising, saving shards) flash by in a second; ours cover the long steps.
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

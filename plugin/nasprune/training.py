@@ -68,13 +68,19 @@ def distillation_loss(
 ) -> torch.Tensor:
     """Hinton et al. (2015): T² · CE(student/T, softmax(teacher/T)) + CE(student, labels).
 
-    For regression the soft term is the squared error to the teacher's prediction.
+    The soft term is computed as the KL divergence, which differs from that cross-entropy
+    only by the teacher's entropy: the same gradients, and a loss that reads 0 at a perfect
+    match. For regression the soft term is the squared error to the teacher's prediction.
     """
     if regression:
         soft = F.mse_loss(student.squeeze(-1), teacher.squeeze(-1))
     else:
-        targets = F.softmax(teacher / temperature, dim=-1)
-        soft = temperature**2 * F.cross_entropy(student / temperature, targets)
+        soft = temperature**2 * F.kl_div(
+            F.log_softmax(student / temperature, dim=-1),
+            F.log_softmax(teacher / temperature, dim=-1),
+            reduction="batchmean",
+            log_target=True,
+        )
     return soft + label_loss(student, labels, regression)
 
 
@@ -196,6 +202,9 @@ class Trainer:
             torch.manual_seed(self.config.seed)
         for epoch in range(self.start_epoch, self.config.epochs):
             self.supernet.train()
+            sampler = getattr(self.train_loader, "batch_sampler", None)
+            if hasattr(sampler, "set_epoch"):  # the same batch order after a resume
+                sampler.set_epoch(epoch)
             start, running = time.perf_counter(), 0.0
             bar = tqdm(
                 self.train_loader,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -33,8 +32,8 @@ from nasprune.checkpoint import (
 from nasprune.errors import NaspruneError
 from nasprune.evaluation import SubnetEvaluator
 from nasprune.search.loop import run_ask_tell
-from nasprune.search.registry import make_scheduler
-from nasprune.spaces import SearchSpace, get_search_space
+from nasprune.search.registry import METHODS, make_scheduler
+from nasprune.spaces import SEARCH_SPACES, SearchSpace, get_search_space
 from nasprune.strategies import get_strategy
 from nasprune.subnet import SubNetwork
 from nasprune.supernet import SuperNetwork, load_hf_model
@@ -165,13 +164,12 @@ def train_supernet(
 
     encoded = data.prepare(task_data, tokenizer, data_options.max_seq_length)
     train_loader = data.make_dataloader(
-        encoded["train"], tokenizer, config.batch_size, shuffle=True, seed=config.seed
+        encoded["train"], tokenizer, config.batch_size, shuffle=True, seed=config.seed, sort_by_length=True
     )
     valid_loader = data.make_dataloader(
         encoded["validation"], tokenizer, config.batch_size * 2, shuffle=False, sort_by_length=True
     )
-    metric = data.metric_fn(task_data.spec)
-    evaluator = SubnetEvaluator(supernet, valid_loader, metric, cache_embeddings=False)
+    evaluator = SubnetEvaluator(supernet, valid_loader, task_data.metric, cache_embeddings=False)
 
     def save(epoch: int, history: list, state: dict) -> None:
         info = CheckpointInfo(
@@ -246,6 +244,12 @@ class SearchOptions:
 
     def validate(self) -> None:
         self.metric_columns()
+        if self.method not in METHODS:
+            raise NaspruneError(f"unknown search method '{self.method}'; choose one of: {', '.join(METHODS)}")
+        if self.search_space is not None and self.search_space not in SEARCH_SPACES:
+            raise NaspruneError(
+                f"unknown search space '{self.search_space}'; choose one of: {', '.join(SEARCH_SPACES)}"
+            )
         if self.num_samples < 1:
             raise NaspruneError(f"--num-samples must be at least 1, got {self.num_samples}")
         if self.max_time is not None and self.max_time <= 0:
@@ -307,7 +311,7 @@ def search(
     supernet = SuperNetwork(load_hf_model(str(path), info.task_kind, info.num_labels)).to(device)
     space = get_search_space(options.search_space or info.search_space, supernet.shape)
     encoded = data.prepare(task_data, tokenizer, data_options.max_seq_length)
-    metric = data.metric_fn(task_data.spec)
+    metric = task_data.metric
     loaders = {
         split: data.make_dataloader(
             encoded[split], tokenizer, options.eval_batch_size, shuffle=False, sort_by_length=True
@@ -392,27 +396,10 @@ def _write_search_outputs(
     shown = ["trial_id", *metrics, "test_error", "params", "relative_macs", "num_layers", "heads_per_layer"]
     shown = list(dict.fromkeys(c for c in shown if c in table.columns))
     pareto = table[table["pareto"]].sort_values(metrics[1])[shown]
-    _write_text_atomic(files["pareto_table"], _markdown(pareto))
+    analysis.write_text_atomic(analysis.markdown_table(pareto), files["pareto_table"])
     title = f"{summary['task']}: {summary['method']} on '{summary['search_space']}'"
     analysis.plot_front(table, x=metrics[1], y=metrics[0], path=files["plot"], title=title)
     return SearchResult(table, summary, output_dir, files)
-
-
-def _markdown(df: pd.DataFrame) -> str:
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:.4f}"
-        return str(value)
-
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # --- the CLI's entry points ---------------------------------------------------------------

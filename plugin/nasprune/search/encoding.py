@@ -188,7 +188,10 @@ class ConfigEncoder:
 
     # --- config -> vector ---------------------------------------------------------------
     def encode(self, config: Config) -> np.ndarray:
-        """The internal vector of ``config``; raises :class:`NaspruneError` for a config outside the space."""
+        """The internal vector of ``config``.
+
+        :raises NaspruneError: if ``config`` misses a hyperparameter or lies outside the space.
+        """
         n = self.num_variables
         x = np.empty(n)
         if n == 0:
@@ -209,7 +212,9 @@ class ConfigEncoder:
                     if group.size:
                         x[group] = np.asarray([values[i] for i in group], dtype=float)
         except (TypeError, ValueError) as err:
-            raise NaspruneError(f"config has a non-numeric value for a numeric hyperparameter: {err}") from None
+            raise NaspruneError(
+                f"config has a non-numeric value for a numeric hyperparameter: {err}"
+            ) from None
         for i in self._category_idx:
             j = self._category_index[i].get(_hashable(values[i]))
             if j is None:
@@ -221,7 +226,8 @@ class ConfigEncoder:
         if bad.size:
             name = self.names[int(bad[0])]
             raise NaspruneError(
-                f"config is outside the space: {name}={config[name]!r} is not in {self.config_space[name]!r}"
+                f"config is outside the space: {name}={config[name]!r} "
+                f"is not in {self.config_space[name]!r}"
             )
         return x
 
@@ -235,7 +241,8 @@ class ConfigEncoder:
         j = self._category_index[i].get(_hashable(cast))
         if j is None:
             raise NaspruneError(
-                f"config is outside the space: {self.names[i]}={value!r} is not one of {self._categories[i]}"
+                f"config is outside the space: {self.names[i]}={value!r} "
+                f"is not one of {self._categories[i]}"
             )
         return j
 
@@ -268,12 +275,14 @@ class ConfigEncoder:
             config = dict(zip(self.names, np.rint(x).astype(np.int64).tolist()))
         else:
             values: list[Any] = [None] * self.num_variables
-            for i, v in zip(self._integer_idx.tolist(), np.rint(x[self._integer_idx]).astype(np.int64).tolist()):
+            integers = np.rint(x[self._integer_idx]).astype(np.int64)
+            for i, v in zip(self._integer_idx.tolist(), integers.tolist()):
                 values[i] = v
             if self._float_idx.size:
                 floats = self._from_internal(x[self._float_idx])
-                for i, v, as_int in zip(self._float_idx.tolist(), floats.tolist(), self._cast_int.tolist()):
-                    values[i] = int(v) if as_int else v
+                as_int = self._cast_int.tolist()
+                for i, v, cast in zip(self._float_idx.tolist(), floats.tolist(), as_int):
+                    values[i] = int(v) if cast else v
             for i in self._category_idx.tolist():
                 values[i] = self._categories[i][int(np.rint(x[i]))]
             config = dict(zip(self.names, values))

@@ -74,7 +74,8 @@ def run_ask_tell(
     if num_samples < 0:
         raise NaspruneError(f"num_samples must be non-negative, got {num_samples}")
     ask_tell = StoppableAskTellScheduler(base_scheduler=scheduler)
-    wanted = list(scheduler.metric_names())
+    # ``metric_names`` is not part of the base TrialScheduler: check metrics where we can.
+    wanted = list(scheduler.metric_names()) if hasattr(scheduler, "metric_names") else []
     cache: dict[bytes, dict[str, float]] = {}
     records: list[dict[str, Any]] = []
     start = time.perf_counter()

@@ -14,12 +14,23 @@ morea           Syne Tune's ``MultiObjectiveRegularizedEvolution``, population 1
                 population is completed with seeded random configs in ``points_to_evaluate``
 local_search    :class:`~nasprune.search.local_search.LocalSearch`
 nsga2           :class:`~nasprune.search.nsga2.NSGA2`, population 10
-ehvi            Syne Tune's ``ExpectedHyperVolumeImprovement`` (BoTorch; ``nasprune[ehvi]``)
+ehvi            Syne Tune's ``ExpectedHyperVolumeImprovement`` (BoTorch; ``nasprune[ehvi]``),
+                single precision (see :func:`_make_ehvi`)
 =============== ================================================================================
+
+Caveats of Syne Tune's EHVI, which we use as it is: it seeds torch's *global* generator with
+``random_seed`` when constructed; when the GP fit fails it falls back to a random config
+from numpy's global generator (so runs are not always reproducible); it never forgets a
+failed trial (``on_trial_error`` is not implemented, the trial stays pending); and its
+reference point is 2 for every *negated* objective (BoTorch maximises) without any
+normalisation, i.e. -2 in the scheduler's minimised units: no error or relative size in
+[0, 1] improves on it, so the acquisition rewards uncertainty more than the front (on a toy
+problem it still beats random search).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any
 
@@ -121,7 +132,8 @@ def _make_ehvi(
     config_space: dict[str, Any], points: list[Config], seed: int, kwargs: dict[str, Any]
 ) -> BaseSearcher:
     try:
-        import botorch  # noqa: F401  (Syne Tune imports it lazily and only logs a failure)
+        # Syne Tune's module swallows a failed BoTorch import (it only logs it), so check here.
+        importlib.import_module("botorch")
         from syne_tune.optimizer.schedulers.multiobjective.expected_hyper_volume_improvement import (
             ExpectedHyperVolumeImprovement,
         )
@@ -136,4 +148,10 @@ def _make_ehvi(
             f"is infeasible above {MAX_EHVI_VARIABLES}; use a smaller search space (small, medium, "
             "layer) or another method (local_search, nsga2, morea, random_search)"
         )
-    return ExpectedHyperVolumeImprovement(config_space, points_to_evaluate=points, random_seed=seed, **kwargs)
+    # Syne Tune 0.16 builds the reference point and the candidates in float32; with its
+    # default double-precision GP, BoTorch >= 0.18 fails with "expected scalar type Double
+    # but found Float" on the first model-based suggestion. Single precision works.
+    kwargs.setdefault("double_precision", False)
+    return ExpectedHyperVolumeImprovement(
+        config_space, points_to_evaluate=points, random_seed=seed, **kwargs
+    )

@@ -1,0 +1,256 @@
+"""Pareto sets, hypervolume, plots, tables and atomic result files.
+
+All objectives are minimised (errors, relative sizes, latencies). Comparing searches by
+hypervolume needs the *same* normalisation and reference point for every method (Klein et
+al. 2024 normalise each objective per data set and use the reference point (2, 2)), so
+:func:`hypervolume` takes fixed bounds rather than deriving them from the points.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from pymoo.indicators.hv import HV
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+Bounds = tuple[Sequence[float], Sequence[float]]
+
+
+# --- Pareto sets ------------------------------------------------------------------------
+def pareto_mask(points: np.ndarray) -> np.ndarray:
+    """Boolean mask of the Pareto-optimal rows of ``points`` (``[n, m]``, all minimised).
+
+    A row is Pareto-optimal if no other row is at least as good in every objective and
+    better in one. Of several identical Pareto-optimal rows only the *first* is marked, so
+    that a front counts every trade-off once (a config evaluated twice is one point). Rows
+    with NaN or infinite values are never Pareto-optimal.
+    """
+    points = np.asarray(points, dtype=float)
+    if points.ndim == 1:
+        points = points[:, None]
+    mask = np.zeros(len(points), dtype=bool)
+    finite = np.flatnonzero(np.all(np.isfinite(points), axis=1))
+    if finite.size == 0:
+        return mask
+    front = NonDominatedSorting().do(points[finite], only_non_dominated_front=True)
+    candidates = finite[np.sort(front)]
+    # np.unique returns the first index of every distinct row: later copies are dropped.
+    _, first = np.unique(points[candidates], axis=0, return_index=True)
+    mask[candidates[first]] = True
+    return mask
+
+
+# --- hypervolume ------------------------------------------------------------------------
+def _normalise(points: np.ndarray, bounds: Bounds | None) -> np.ndarray:
+    if bounds is None:
+        return points
+    lower = np.asarray(bounds[0], dtype=float)
+    upper = np.asarray(bounds[1], dtype=float)
+    if lower.shape != (points.shape[1],) or upper.shape != lower.shape:
+        raise ValueError(
+            f"bounds must give one lower and one upper value per objective ({points.shape[1]})"
+        )
+    if np.any(upper <= lower):
+        raise ValueError(f"every upper bound must exceed its lower bound: {lower} vs {upper}")
+    return (points - lower) / (upper - lower)
+
+
+def hypervolume(
+    points: np.ndarray,
+    reference_point: Sequence[float],
+    bounds: Bounds | None = None,
+) -> float:
+    """Hypervolume dominated by ``points`` (``[n, m]``, minimised) up to ``reference_point``.
+
+    :param points: Objective values; rows with NaN or infinite values are ignored.
+    :param reference_point: The worst corner of the measured box. With ``bounds`` it is
+        given in *normalised* units (e.g. ``(1, 1)`` for the upper bounds, ``(2, 2)`` as in
+        Klein et al. 2024), otherwise in the units of ``points``.
+    :param bounds: ``(lower, upper)`` per objective: fixed normalisation
+        ``(y - lower) / (upper - lower)``, the same for every search being compared. None
+        means no normalisation.
+    :return: The hypervolume (pymoo's :class:`~pymoo.indicators.hv.HV`); points that do not
+        dominate the reference point contribute nothing, and no point gives 0.
+    """
+    points = np.asarray(points, dtype=float)
+    if points.ndim == 1:
+        points = points[None, :] if points.size else points.reshape(0, len(reference_point))
+    reference = np.asarray(reference_point, dtype=float)
+    if points.shape[1] != reference.size:
+        raise ValueError(
+            f"points have {points.shape[1]} objectives, the reference point {reference.size}"
+        )
+    points = points[np.all(np.isfinite(points), axis=1)]
+    points = _normalise(points, bounds)
+    # Points outside the box add nothing; dropping them spares the backend edge cases.
+    points = points[np.all(points < reference, axis=1)]
+    if len(points) == 0:
+        return 0.0
+    return float(HV(ref_point=reference)(points))
+
+
+def hypervolume_over_time(
+    df: pd.DataFrame,
+    objective_columns: Sequence[str],
+    time_column: str,
+    reference_point: Sequence[float],
+    bounds: Bounds | None = None,
+) -> pd.DataFrame:
+    """Hypervolume of all results seen up to each point in time (non-decreasing).
+
+    :return: One row per row of ``df``, sorted by ``time_column`` (stable), with columns
+        ``time_column`` and ``hypervolume``.
+    """
+    ordered = df.sort_values(time_column, kind="stable")
+    values = ordered[list(objective_columns)].to_numpy(dtype=float)
+    front = np.zeros((0, len(objective_columns)))
+    volumes = []
+    for row in values:
+        # Only the running front matters for the hypervolume: keep it small.
+        if np.all(np.isfinite(row)):
+            front = np.vstack([front, row])
+            front = front[pareto_mask(front)]
+        volumes.append(hypervolume(front, reference_point, bounds))
+    return pd.DataFrame(
+        {time_column: ordered[time_column].to_numpy(), "hypervolume": volumes}
+    ).reset_index(drop=True)
+
+
+# --- plots ------------------------------------------------------------------------------
+def plot_front(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    path: str | os.PathLike,
+    title: str | None = None,
+    pareto_column: str = "pareto",
+) -> Path:
+    """Write a PNG of all results (``x`` against ``y``) with the Pareto front highlighted.
+
+    The front is drawn as a step line, the attainment boundary of the minimised objectives.
+    If ``df`` has no ``pareto_column``, the front is computed from ``x`` and ``y``. Uses the
+    Agg canvas directly (no pyplot state, works without a display) and writes atomically.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    points = df[[x, y]].to_numpy(dtype=float)
+    if pareto_column in df.columns:
+        on_front = df[pareto_column].to_numpy(dtype=bool)
+    else:
+        on_front = pareto_mask(points)
+    figure = Figure(figsize=(6, 4.5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.scatter(points[~on_front, 0], points[~on_front, 1], s=14, color="0.65", label="evaluated")
+    front = points[on_front]
+    front = front[np.argsort(front[:, 0], kind="stable")]
+    if len(front):
+        axes.step(front[:, 0], front[:, 1], where="post", color="C3", linewidth=1.2)
+        axes.scatter(front[:, 0], front[:, 1], s=22, color="C3", zorder=3, label="Pareto front")
+    axes.set_xlabel(x)
+    axes.set_ylabel(y)
+    if title:
+        axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best", fontsize="small")
+    figure.tight_layout()
+    return _write_atomic(path, lambda handle: figure.savefig(handle, format="png"), binary=True)
+
+
+# --- files ------------------------------------------------------------------------------
+def _write_atomic(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = False) -> Path:
+    """Write through a temporary file in the target's folder, then rename it into place, so
+    readers never see a half-written file and a crash leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        text_options = {} if binary else {"encoding": "utf-8", "newline": ""}
+        with os.fdopen(handle, "wb" if binary else "w", **text_options) as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+    return path
+
+
+def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``df`` as CSV (without the index) atomically."""
+    return _write_atomic(path, lambda out: df.to_csv(out, index=False))
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
+    """Write ``text`` atomically."""
+    return _write_atomic(path, lambda out: out.write(text))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """``obj`` with numpy scalars and arrays, tuples, sets and paths turned into JSON types.
+
+    Non-finite floats become None: ``NaN`` is not valid JSON and strict readers reject it.
+    """
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer, int)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, (pd.Timestamp, pd.Timedelta)):
+        return str(obj)
+    return obj
+
+
+def write_json_atomic(obj: Any, path: str | os.PathLike, indent: int = 2) -> Path:
+    """Write ``obj`` as JSON atomically, converting numpy types (see :func:`to_jsonable`)."""
+    text = json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
+    return _write_atomic(path, lambda out: out.write(text + "\n"))
+
+
+# --- tables -----------------------------------------------------------------------------
+def markdown_table(df: pd.DataFrame, float_format: str = "{:.4g}", index: bool = False) -> str:
+    """A GitHub-flavoured Markdown table of ``df``.
+
+    ``DataFrame.to_markdown`` needs the optional ``tabulate`` package; this does not.
+    Floats use ``float_format``; ``|`` in cells is escaped.
+    """
+    frame = df.reset_index() if index else df
+
+    def cell(value: Any) -> str:
+        if isinstance(value, (float, np.floating)):
+            text = "" if np.isnan(value) else float_format.format(value)
+        elif value is None:
+            text = ""
+        else:
+            text = str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    header = [cell(c) for c in frame.columns]
+    rows = [[cell(v) for v in row] for row in frame.itertuples(index=False, name=None)]
+    numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" if is_num else ":---" for is_num in numeric) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

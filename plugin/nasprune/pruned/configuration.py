@@ -1,0 +1,114 @@
+"""Configurations of physically pruned BERT and RoBERTa models.
+
+A pruned model keeps the embeddings and task head of its source model; each of its encoder
+layers has its own number of attention heads and FFN units. The configuration therefore holds
+the source model's config plus two per-layer lists, ``heads_per_layer`` and ``units_per_layer``.
+``num_attention_heads`` and ``intermediate_size`` stay those of the *unpruned* model: they fix the
+head size (``hidden_size // num_attention_heads``) and bound the per-layer counts.
+
+This file is copied next to exported weights so that ``from_pretrained(..., trust_remote_code=True)``
+works where nasprune is not installed. It must therefore import nothing but the standard library,
+``torch``, ``transformers`` and ``huggingface_hub``.
+"""
+
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers import BertConfig, RobertaConfig
+
+
+def _fill_layer_counts(config) -> None:
+    """Default to an unpruned model: every layer keeps all heads and all units."""
+    if config.heads_per_layer is None:
+        config.heads_per_layer = [config.num_attention_heads] * config.num_hidden_layers
+    if config.units_per_layer is None:
+        config.units_per_layer = [config.intermediate_size] * config.num_hidden_layers
+    # JSON gives plain lists; tuples or numpy integers from callers are normalised here so that
+    # configs compare and serialise the same whatever built them.
+    config.heads_per_layer = [int(h) for h in config.heads_per_layer]
+    config.units_per_layer = [int(u) for u in config.units_per_layer]
+
+
+def _check_layer_counts(config) -> None:
+    """Raise ``ValueError`` unless the per-layer counts fit the model dimensions."""
+    for name, counts, upper in (
+        ("heads_per_layer", config.heads_per_layer, config.num_attention_heads),
+        ("units_per_layer", config.units_per_layer, config.intermediate_size),
+    ):
+        if len(counts) != config.num_hidden_layers:
+            raise ValueError(
+                f"{name} has {len(counts)} entries but num_hidden_layers is {config.num_hidden_layers}"
+            )
+        if any(not 0 <= c <= upper for c in counts):
+            raise ValueError(f"{name} {counts} must lie in [0, {upper}]")
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(
+            f"hidden_size {config.hidden_size} is not a multiple of num_attention_heads "
+            f"{config.num_attention_heads}"
+        )
+
+
+@strict
+class PrunedBertConfig(BertConfig):
+    r"""Configuration of a BERT model whose layers keep different numbers of heads and FFN units.
+
+    Args:
+        heads_per_layer (`list[int]`, *optional*):
+            Attention heads of each encoder layer; 0 means the layer has no attention block.
+            Defaults to `num_attention_heads` for every layer.
+        units_per_layer (`list[int]`, *optional*):
+            FFN units of each encoder layer; 0 means the layer has no feed-forward block.
+            Defaults to `intermediate_size` for every layer.
+
+    All other arguments are those of [`BertConfig`].
+    """
+
+    model_type = "nasprune_bert"
+    # Saved into config.json's `auto_map`, with this file, by `save_pretrained`.
+    _auto_class = "AutoConfig"
+
+    heads_per_layer: list[int] | None = None
+    units_per_layer: list[int] | None = None
+
+    def __post_init__(self, **kwargs):
+        _fill_layer_counts(self)
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        """Part of the `@strict` validation: the per-layer counts must fit the model."""
+        super().validate_architecture()
+        _check_layer_counts(self)
+
+
+@strict
+class PrunedRobertaConfig(RobertaConfig):
+    r"""Configuration of a RoBERTa model whose layers keep different numbers of heads and FFN units.
+
+    Args:
+        heads_per_layer (`list[int]`, *optional*):
+            Attention heads of each encoder layer; 0 means the layer has no attention block.
+            Defaults to `num_attention_heads` for every layer.
+        units_per_layer (`list[int]`, *optional*):
+            FFN units of each encoder layer; 0 means the layer has no feed-forward block.
+            Defaults to `intermediate_size` for every layer.
+
+    All other arguments are those of [`RobertaConfig`].
+    """
+
+    model_type = "nasprune_roberta"
+    _auto_class = "AutoConfig"
+
+    heads_per_layer: list[int] | None = None
+    units_per_layer: list[int] | None = None
+
+    def __post_init__(self, **kwargs):
+        _fill_layer_counts(self)
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        """Part of the `@strict` validation: the per-layer counts must fit the model."""
+        super().validate_architecture()
+        _check_layer_counts(self)
+
+
+__all__ = ["PrunedBertConfig", "PrunedRobertaConfig"]

@@ -1,0 +1,153 @@
+"""End to end: the ``nasprune`` command on a tiny random BERT and a tiny CSV task, offline."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import tiny_config
+
+WORDS = ["good", "great", "fine", "superb", "bad", "awful", "poor", "dull", "movie", "plot", "the", "a"]
+
+
+def _write_model(path, family="bert"):
+    from transformers import BertForSequenceClassification, BertTokenizerFast
+
+    path.mkdir()
+    vocab = path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]))
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+    config = tiny_config(family, num_layers=2, vocab_size=len(WORDS) + 5, initializer_range=0.02)
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+def _write_data(path, n, seed):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        label = int(rng.integers(0, 2))
+        pool = WORDS[:4] if label else WORDS[4:8]
+        text = " ".join(rng.choice(pool + WORDS[8:], size=int(rng.integers(3, 9))))
+        rows.append({"sentence": text, "sentiment": "pos" if label else "neg"})
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    _write_model(root / "model")
+    for split, n, seed in (("train", 96, 0), ("valid", 40, 1), ("test", 40, 2)):
+        _write_data(root / f"{split}.csv", n, seed)
+    return root
+
+
+def nasprune(*args, cwd=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NASPRUNE_CACHE": str(cwd or ".")}
+    return subprocess.run(
+        [sys.executable, "-m", "nasprune.cli", "--quiet", *map(str, args)],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=600,
+    )
+
+
+def _data_flags(root):
+    return [
+        "--model", root / "model",
+        "--train-file", root / "train.csv",
+        "--validation-file", root / "valid.csv",
+        "--test-file", root / "test.csv",
+        "--text-column", "sentence",
+        "--label-column", "sentiment",
+        "--max-seq-length", 16,
+    ]
+
+
+def test_run_trains_searches_and_reports(workspace):
+    out = workspace / "run"
+    result = nasprune(
+        "run", *_data_flags(workspace), "--epochs", 2, "--batch-size", 16, "--learning-rate", 1e-3,
+        "--method", "nsga2", "--num-samples", 12, "--search-space", "medium", "--output-dir", out,
+        cwd=workspace,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+
+    assert sorted(p.name for p in (out / "supernet").iterdir()) == ["epoch-1", "epoch-2"]
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 12
+    for column in ("valid_error", "test_error", "params", "relative_params", "macs", "elapsed_seconds", "pareto"):
+        assert column in table.columns
+    assert table["config_num_heads_0"].between(0, 4).all()
+    # the initial design comes first: the largest, the smallest and the midpoint
+    assert table.loc[0, "relative_params"] == pytest.approx(1.0)
+    assert table.loc[1, "macs"] == 0
+    pareto = table[table["pareto"]]
+    assert pareto["test_error"].notna().all() and table.loc[~table["pareto"], "test_error"].isna().all()
+    assert table["elapsed_seconds"].is_monotonic_increasing
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "nsga2" and summary["search_space"] == "medium"
+    assert summary["num_evaluated"] == 12 and 0 < summary["hypervolume"] <= 1
+    assert len(summary["pareto_set"]) == len(pareto)
+    assert summary["full_model"]["params"] == table.loc[0, "params"]
+    assert (out / "pareto.png").stat().st_size > 1000
+    assert "valid_error" in (out / "pareto.md").read_text()
+
+    # a second search of the same checkpoint, by MACs, with another method
+    search_out = workspace / "search"
+    result = nasprune(
+        "search", "--checkpoint", out / "supernet", "--method", "local_search", "--num-samples", 6,
+        "--objectives", "error,macs", "--output-dir", search_out, cwd=workspace,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((search_out / "summary.json").read_text())
+    assert summary["objectives"] == ["valid_error", "relative_macs"]
+    assert summary["search_space"] == "medium"  # taken from the checkpoint
+
+    # the same seed gives the same run
+    again = workspace / "search-again"
+    nasprune(
+        "search", "--checkpoint", out / "supernet", "--method", "local_search", "--num-samples", 6,
+        "--objectives", "error,macs", "--output-dir", again, cwd=workspace,
+    )
+    first, second = pd.read_csv(search_out / "results.csv"), pd.read_csv(again / "results.csv")
+    columns = [c for c in first.columns if c != "elapsed_seconds"]
+    pd.testing.assert_frame_equal(first[columns], second[columns])
+
+
+def test_finetune_resumes_instead_of_starting_over(workspace):
+    out = workspace / "finetuned"
+    flags = [*_data_flags(workspace), "--batch-size", 32, "--output-dir", out]
+    assert nasprune("finetune", *flags, "--epochs", 1, cwd=workspace).returncode == 0
+    first = (out / "epoch-1" / "model.safetensors").read_bytes()
+    result = nasprune("finetune", *flags, "--epochs", 2, cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert (out / "epoch-1" / "model.safetensors").read_bytes() == first
+    info = json.loads((out / "epoch-2" / "nasprune.json").read_text())
+    assert info["strategy"] == "standard" and [h["epoch"] for h in info["history"]] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train-supernet", "--task", "nosuchtask", "--output-dir", "x"], "unknown task"),
+        (["search", "--checkpoint", "missing-dir", "--output-dir", "x"], "does not exist"),
+        (["run", "--method", "gradient_descent"], "unknown search method"),
+        (["run", "--search-space", "huge", "--epochs", "1"], "unknown search space"),
+        (["run", "--objectives", "error,speed"], "--objectives"),
+        (["run", "--model", "/no/such/model/dir", "--task", "rotten_tomatoes"], "could not load"),
+        (["run", "--train-file", "garbage.csv", "--text-column", "sentence"], "garbage.csv"),
+        (["run", "--epochs", "0"], "--epochs"),
+    ],
+)
+def test_bad_input_gets_one_clear_message(workspace, args, message):
+    (workspace / "garbage.csv").write_bytes(b"\x00\x01\x02 not, a \"csv\n\x00")
+    args = [a if a != "garbage.csv" else str(workspace / "garbage.csv") for a in args]
+    result = nasprune(*args, "--max-train-samples", 8, cwd=workspace) if args[0] == "run" else nasprune(*args, cwd=workspace)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert message.lower() in result.stderr.lower(), result.stderr
