@@ -55,3 +55,26 @@ def test_measure_reports_error_and_exact_sizes():
     assert measured["params"] == ParameterCounter(model).count(half)
     assert measured["macs"] == count_macs(half, supernet.shape, 16)
     assert 0 < measured["relative_macs"] < 1
+
+
+def test_journal_resumes_without_evaluating_twice(tmp_path, monkeypatch):
+    model = tiny_model("bert", "classification")
+    supernet = SuperNetwork(model)
+    loader = _loader(model)
+    metric = lambda logits, labels: compute_metric("rte", logits, labels)
+    journal, key = tmp_path / "evaluations.jsonl", {"checkpoint": "a"}
+    first = SubnetEvaluator(supernet, loader, metric, 16, journal=journal, journal_key=key)
+    space = get_search_space("large", supernet.shape)
+    subnets = [space.to_subnet(space.sample(np.random.default_rng(i))) for i in range(3)]
+    errors = [first.error(s) for s in subnets]
+    with open(journal, "a") as out:
+        out.write('{"subnet": {"heads"')  # a line cut short by a crash
+
+    resumed = SubnetEvaluator(supernet, loader, metric, 16, journal=journal, journal_key=key)
+    assert resumed.num_resumed == 3
+    monkeypatch.setattr(resumed, "predict", lambda subnet: pytest.fail("evaluated twice"))
+    assert [resumed.error(s) for s in subnets] == errors
+
+    other = SubnetEvaluator(supernet, loader, metric, 16, journal=journal, journal_key={"checkpoint": "b"})
+    assert other.num_resumed == 0
+    assert journal.read_text().splitlines() == ['{"checkpoint": "b"}']

@@ -7,7 +7,10 @@ length-sorted by the data loader so little time goes to padding.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -42,6 +45,10 @@ class SubnetEvaluator:
     :param metric: ``metric(logits, labels) -> float`` (higher is better)
     :param macs_seq_length: the sequence length T of the MAC count
     :param cache_embeddings: compute the embedding outputs once and reuse them
+    :param journal: a JSON-lines file that records every error measured, so that an
+        interrupted search resumes without evaluating anything twice; its first line
+        is ``journal_key``, and a journal written for another key is started afresh
+    :param journal_key: what the errors depend on (checkpoint, split, metric ...)
     """
 
     def __init__(
@@ -51,6 +58,8 @@ class SubnetEvaluator:
         metric: MetricFn,
         macs_seq_length: int = 128,
         cache_embeddings: bool = True,
+        journal: str | os.PathLike | None = None,
+        journal_key: dict[str, Any] | None = None,
     ):
         self.supernet = supernet
         self.loader = loader
@@ -58,6 +67,8 @@ class SubnetEvaluator:
         self.macs_seq_length = macs_seq_length
         self.counter = ParameterCounter(supernet.model)
         self.full_macs = count_macs(SubNetwork.full(supernet.shape), supernet.shape, macs_seq_length)
+        self._errors: dict[SubNetwork, float] = {}  # configs that differ can share a sub-network
+        self._journal = None if journal is None else self._open_journal(Path(journal), journal_key or {})
         self._cache: list[tuple] | None = None
         if cache_embeddings:
             self._cache = self._embed_all()
@@ -86,8 +97,37 @@ class SubnetEvaluator:
         return torch.cat(logits).numpy(), torch.cat(labels).numpy()
 
     def error(self, subnet: SubNetwork) -> float:
-        logits, labels = self.predict(subnet)
-        return 1.0 - float(self.metric(logits, labels))
+        if subnet not in self._errors:
+            logits, labels = self.predict(subnet)
+            self._errors[subnet] = 1.0 - float(self.metric(logits, labels))
+            if self._journal is not None:
+                line = json.dumps({"subnet": subnet.to_dict(), "error": self._errors[subnet]})
+                self._journal.write(line + "\n")
+                self._journal.flush()
+        return self._errors[subnet]
+
+    @property
+    def num_resumed(self) -> int:
+        return self._resumed
+
+    def _open_journal(self, path: Path, key: dict[str, Any]):
+        header = json.dumps(key, sort_keys=True)
+        self._resumed = 0
+        if path.is_file():
+            lines = path.read_text().splitlines()
+            if lines and lines[0] == header:
+                for line in lines[1:]:
+                    try:
+                        entry = json.loads(line)
+                        self._errors[SubNetwork.from_dict(entry["subnet"])] = float(entry["error"])
+                    except (ValueError, KeyError, TypeError):
+                        break  # a line cut short by a crash: everything before it stands
+                self._resumed = len(self._errors)
+                path.write_text("\n".join([header] + lines[1 : 1 + self._resumed]) + "\n")
+                return path.open("a")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + "\n")
+        return path.open("a")
 
     def size(self, subnet: SubNetwork) -> dict[str, float]:
         """Parameters and MACs, absolute and relative to the unpruned model."""

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from nasprune import analysis, data
 from nasprune.checkpoint import (
@@ -46,6 +47,8 @@ OBJECTIVES = {"error": "valid_error", "params": "relative_params", "macs": "rela
 #: Every objective is normalised to [0, 1] (error, and size relative to the unpruned model),
 #: so one fixed reference point makes hypervolumes comparable across runs and methods.
 REFERENCE_POINT = 1.0
+#: Validation errors measured so far: an interrupted search resumes from here.
+JOURNAL_FILE = "evaluations.jsonl"
 
 
 def default_device() -> torch.device:
@@ -319,7 +322,18 @@ def search(
         for split in ("validation", "test")
     }
     macs_length = options.macs_seq_length or data_options.max_seq_length
-    validation = SubnetEvaluator(supernet, loaders["validation"], metric, macs_length)
+    journal_key = {
+        "checkpoint": str(path.resolve()),
+        "validation_examples": len(encoded["validation"]),
+        "max_seq_length": data_options.max_seq_length,
+        "seed": data_options.seed,
+    }
+    validation = SubnetEvaluator(
+        supernet, loaders["validation"], metric, macs_length,
+        journal=Path(output_dir) / JOURNAL_FILE, journal_key=journal_key,
+    )
+    if validation.num_resumed:
+        logger.info("resuming: %d sub-networks already evaluated in %s", validation.num_resumed, output_dir)
 
     scheduler = make_scheduler(
         options.method, space.config_space, metrics, space.initial_design(), options.seed
@@ -344,7 +358,9 @@ def search(
     table["pareto"] = analysis.pareto_mask(table[metrics].to_numpy(dtype=float))
     test = SubnetEvaluator(supernet, loaders["test"], metric, macs_length, cache_embeddings=False)
     table["test_error"] = np.nan
-    for i in np.flatnonzero(table["pareto"].to_numpy()):
+    full = SubNetwork.full(supernet.shape)
+    on_front = np.flatnonzero(table["pareto"].to_numpy())
+    for i in tqdm(on_front, desc="test split", unit="subnet", disable=not progress, dynamic_ncols=True):
         table.loc[table.index[i], "test_error"] = test.error(subnets[i])
 
     reference = [REFERENCE_POINT] * len(metrics)
@@ -361,9 +377,7 @@ def search(
         "search_seconds": search_seconds,
         "hypervolume": analysis.hypervolume(table[metrics].to_numpy(dtype=float), reference),
         "reference_point": reference,
-        "full_model": validation.measure(SubNetwork.full(supernet.shape)) | {
-            "test_error": test.error(SubNetwork.full(supernet.shape))
-        },
+        "full_model": validation.measure(full) | {"test_error": test.error(full)},
         "pareto_set": [
             {
                 "trial_id": int(row.trial_id),
