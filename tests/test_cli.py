@@ -46,7 +46,7 @@ def workspace(tmp_path_factory):
     return root
 
 
-def nasprune(*args, cwd=None):
+def run_cli(*args, cwd=None):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NASPRUNE_CACHE": str(cwd or ".")}
     return subprocess.run(
         [sys.executable, "-m", "nasprune.cli", "--quiet", *map(str, args)],
@@ -68,7 +68,7 @@ def _data_flags(root):
 
 def test_run_trains_searches_and_reports(workspace):
     out = workspace / "run"
-    result = nasprune(
+    result = run_cli(
         "run", *_data_flags(workspace), "--epochs", 2, "--batch-size", 16, "--learning-rate", 1e-3,
         "--method", "nsga2", "--num-samples", 12, "--search-space", "medium", "--output-dir", out,
         cwd=workspace,
@@ -97,9 +97,28 @@ def test_run_trains_searches_and_reports(workspace):
     assert (out / "pareto.png").stat().st_size > 1000
     assert "valid_error" in (out / "pareto.md").read_text()
 
+    # export the most accurate Pareto point within 90% of the parameters: a smaller HF model
+    exported = workspace / "exported"
+    result = run_cli(
+        "export", "--checkpoint", out / "supernet", "--results", out, "--max-params", 0.9,
+        "--output-dir", exported, "--onnx", cwd=workspace,
+    )
+    assert result.returncode == 0, result.stderr
+    from transformers import AutoModelForSequenceClassification
+
+    import nasprune.export  # noqa: F401  registers the pruned classes with the Auto classes
+
+    model = AutoModelForSequenceClassification.from_pretrained(exported)
+    chosen = pareto[pareto["relative_params"] <= 0.9].sort_values("valid_error").iloc[0]
+    assert sum(p.numel() for p in model.parameters()) == chosen["params"]
+    assert (exported / "model.onnx").stat().st_size > 0 and (exported / "tokenizer.json").exists()
+    result = run_cli("export", "--checkpoint", out / "supernet", "--results", out, "--max-params", 0.01,
+                      "--output-dir", workspace / "none", cwd=workspace)
+    assert result.returncode == 2 and "no Pareto point" in result.stderr
+
     # a second search of the same checkpoint, by MACs, with another method
     search_out = workspace / "search"
-    result = nasprune(
+    result = run_cli(
         "search", "--checkpoint", out / "supernet", "--method", "local_search", "--num-samples", 6,
         "--objectives", "error,macs", "--output-dir", search_out, cwd=workspace,
     )
@@ -110,7 +129,7 @@ def test_run_trains_searches_and_reports(workspace):
 
     # the same seed gives the same run
     again = workspace / "search-again"
-    nasprune(
+    run_cli(
         "search", "--checkpoint", out / "supernet", "--method", "local_search", "--num-samples", 6,
         "--objectives", "error,macs", "--output-dir", again, cwd=workspace,
     )
@@ -122,9 +141,9 @@ def test_run_trains_searches_and_reports(workspace):
 def test_finetune_resumes_instead_of_starting_over(workspace):
     out = workspace / "finetuned"
     flags = [*_data_flags(workspace), "--batch-size", 32, "--output-dir", out]
-    assert nasprune("finetune", *flags, "--epochs", 1, cwd=workspace).returncode == 0
+    assert run_cli("finetune", *flags, "--epochs", 1, cwd=workspace).returncode == 0
     first = (out / "epoch-1" / "model.safetensors").read_bytes()
-    result = nasprune("finetune", *flags, "--epochs", 2, cwd=workspace)
+    result = run_cli("finetune", *flags, "--epochs", 2, cwd=workspace)
     assert result.returncode == 0, result.stderr
     assert (out / "epoch-1" / "model.safetensors").read_bytes() == first
     info = json.loads((out / "epoch-2" / "nasprune.json").read_text())
@@ -147,7 +166,7 @@ def test_finetune_resumes_instead_of_starting_over(workspace):
 def test_bad_input_gets_one_clear_message(workspace, args, message):
     (workspace / "garbage.csv").write_bytes(b"\x00\x01\x02 not, a \"csv\n\x00")
     args = [a if a != "garbage.csv" else str(workspace / "garbage.csv") for a in args]
-    result = nasprune(*args, "--max-train-samples", 8, cwd=workspace) if args[0] == "run" else nasprune(*args, cwd=workspace)
+    result = run_cli(*args, "--max-train-samples", 8, cwd=workspace) if args[0] == "run" else run_cli(*args, cwd=workspace)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert message.lower() in result.stderr.lower(), result.stderr

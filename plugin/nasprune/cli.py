@@ -131,6 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--output-dir", required=True)
     _add_data_flags(search, with_model=False)
     _add_search_flags(search)
+    export = commands.add_parser(
+        "export",
+        help="cut a sub-network out of a checkpoint as a smaller model that loads with from_pretrained",
+    )
+    export.add_argument("--checkpoint", required=True, help="the super-network checkpoint that was searched")
+    export.add_argument("--results", required=True, help="a search --output-dir, or its results.csv")
+    choose = export.add_mutually_exclusive_group(required=True)
+    choose.add_argument("--pick", type=int, help="index into the Pareto set, smallest first (-1: largest)")
+    choose.add_argument("--max-params", type=float, help="the most accurate Pareto point within this relative size")
+    choose.add_argument("--max-error", type=float, help="the smallest Pareto point within this validation error")
+    export.add_argument("--output-dir", required=True)
+    export.add_argument("--onnx", action="store_true", help="also write model.onnx (needs 'nasprune[onnx]')")
+    export.add_argument("--overwrite-output-dir", action="store_true")
     return parser
 
 
@@ -165,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             workflows.train_from_args(args, strategy=args.strategy)
         elif args.command == "search":
             workflows.search_from_args(args)
+        elif args.command == "export":
+            workflows.export_from_args(args)
     except NaspruneError as err:
         print(f"nasprune: error: {err}", file=sys.stderr)
         return 2

@@ -227,7 +227,7 @@ def _model_card(meta: Mapping[str, Any]) -> str:
     return (
         "---\nlibrary_name: transformers\ntags:\n- nasprune\n- pruned\n---\n\n"
         f"# Pruned {meta['family']} ({meta['task_kind']})\n\n"
-        f"Cut out of `{meta['source_model']}` by [nasprune](https://github.com/) neural architecture "
+        f"Cut out of `{meta['source_model']}` by nasprune neural architecture "
         f"search. It keeps {meta['params']:,} parameters ({meta['relative_params']:.1%} of the source), "
         f"{len(meta['kept_layers'])} of {len(heads)} layers.\n\n"
         f"- heads per source layer: {heads}\n- FFN units per source layer: {units}\n\n"

@@ -519,6 +519,58 @@ def run_from_args(args: Any) -> SearchResult:
     return result
 
 
+def export(
+    checkpoint: str | os.PathLike,
+    results: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    pick: int | None = None,
+    max_params: float | None = None,
+    max_error: float | None = None,
+    onnx: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Cut the chosen Pareto point of a search out of its checkpoint as a smaller HF model."""
+    from nasprune.export import export_onnx, export_subnetwork, pick_from_results, subnet_from_row
+
+    results = Path(results)
+    table_path = results / "results.csv" if results.is_dir() else results
+    try:
+        table = pd.read_csv(table_path)
+    except (OSError, ValueError) as err:
+        raise NaspruneError(f"cannot read the search results {table_path}: {err}") from None
+    row = pick_from_results(table, pick=pick, max_params=max_params, max_error=max_error)
+    path = resolve_checkpoint(checkpoint)
+    info = CheckpointInfo.load(path)
+    supernet = SuperNetwork(load_hf_model(str(path), info.task_kind, info.num_labels))
+    subnet = subnet_from_row(row)
+    supernet.check(subnet)
+    metadata = {k: row[k] for k in ("trial_id", "valid_error", "test_error", "relative_macs") if k in row}
+    out = export_subnetwork(
+        supernet, subnet, _load_tokenizer(str(path)), output_dir,
+        extra_metadata={**metadata, "checkpoint": str(path), "task": info.task}, overwrite=overwrite,
+    )
+    if onnx:
+        from nasprune.export import load_pruned_model
+
+        export_onnx(load_pruned_model(out), out / "model.onnx")
+    return out
+
+
+def export_from_args(args: Any) -> Path:
+    """``nasprune export``."""
+    path = export(
+        args.checkpoint, args.results, args.output_dir, pick=args.pick, max_params=args.max_params,
+        max_error=args.max_error, onnx=args.onnx, overwrite=args.overwrite_output_dir,
+    )
+    meta = json.loads((path / "nasprune_export.json").read_text())
+    print(
+        f"exported {meta['params']:,} parameters ({meta['relative_params']:.1%} of the model) to {path}; "
+        f"load it with AutoModelForSequenceClassification.from_pretrained('{path}') after 'import nasprune', "
+        "or with trust_remote_code=True"
+    )
+    return path
+
+
 def print_search_summary(result: SearchResult) -> None:
     summary = result.summary
     full = summary["full_model"]

