@@ -164,3 +164,44 @@ def test_checkpoints_are_written_whole_and_found(tmp_path):
     (tmp_path / "run" / "epoch-10" / "nasprune.json").write_text("{not json")
     with pytest.raises(NaspruneError, match="corrupt"):
         CheckpointInfo.load(tmp_path / "run" / "epoch-10")
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+def test_shared_embeddings_give_the_gradients_of_separate_forwards():
+    from nasprune.strategies import Strategy, TrainingTask
+
+    model = tiny_model("bert", "classification", dropout=0.0)
+    supernet = SuperNetwork(model)
+    space = _space(model, "medium")
+    subnets = [space.to_subnet(space.largest()), space.to_subnet(space.midpoint())]
+
+    class Fixed(Strategy):
+        distills = True
+
+        def plan(self, step, total_steps, rng):
+            return [TrainingTask(subnets[0]), TrainingTask(subnets[1], DISTILL)]
+
+    batch = _loader(model, "x", 1)[0]
+    expected_loss = 0.0
+    teacher = None
+    for task in Fixed(space).plan(0, 1, None):
+        with supernet.select(task.subnet):
+            logits = supernet(**{k: v for k, v in batch.items() if k != "labels"})
+        if task.loss == DISTILL:
+            loss = distillation_loss(logits, teacher, batch["labels"], 10.0, False)
+        else:
+            loss = label_loss(logits, batch["labels"], False)
+            teacher = logits.detach()
+        loss.backward()
+        expected_loss += loss.item()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+
+    trainer = Trainer(supernet, Fixed(space), [batch], TrainingConfig(epochs=1), progress=False)
+    trainer.optimizer.step = lambda: None  # keep the gradients to compare them
+    trainer.optimizer.zero_grad = lambda set_to_none=True: None
+    trainer.config.max_grad_norm = float("inf")
+    loss = trainer.train_step(dict(batch), 0)
+    assert loss == pytest.approx(expected_loss, rel=1e-5)
+    for name, grad in expected.items():
+        assert torch.allclose(model.get_parameter(name).grad, grad, atol=1e-5), name

@@ -102,7 +102,10 @@ def _optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.Op
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.learning_rate)
+    try:  # one fused kernel instead of a loop over parameters, where the build has it
+        return torch.optim.AdamW(groups, lr=config.learning_rate, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=config.learning_rate)
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -175,11 +178,15 @@ class Trainer:
     # --- the loop -----------------------------------------------------------------------
     def train_step(self, batch: dict, step: int) -> float:
         labels = batch.pop("labels")
+        # Every sub-network starts from the same embeddings: compute them once per step, and
+        # send the summed gradient back through them once, after the last sub-network.
+        embedded, ext_mask = self.supernet.embed(**batch)
+        shared = embedded.detach().requires_grad_()
         teacher = None
         total = 0.0
         for task in self.strategy.plan(step, self.total_steps, self.rng):
             with self.supernet.select(task.subnet):
-                logits = self.supernet(**batch)
+                logits = self.supernet.forward_from_embeddings(shared, ext_mask)
             if task.loss == DISTILL:
                 loss = distillation_loss(
                     logits, teacher, labels, self.config.temperature, self.regression
@@ -190,6 +197,8 @@ class Trainer:
                     teacher = logits.detach()
             loss.backward()
             total += loss.item()
+        if shared.grad is not None:
+            embedded.backward(shared.grad)
         torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
