@@ -127,6 +127,19 @@ def test_run_trains_searches_and_reports(workspace):
     assert summary["objectives"] == ["valid_error", "relative_macs"]
     assert summary["search_space"] == "medium"  # taken from the checkpoint
 
+    # three objectives, one of them measured latency
+    latency_out = workspace / "search-latency"
+    result = run_cli(
+        "search", "--checkpoint", out / "supernet", "--method", "nsga2", "--num-samples", 4,
+        "--objectives", "error,params,latency", "--latency-seq-length", 8, "--output-dir", latency_out,
+        cwd=workspace,
+    )
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(latency_out / "results.csv")
+    assert (table["latency_seconds"] > 0).all() and table.loc[0, "relative_latency"] == 1.0  # the largest network is the reference
+    summary = json.loads((latency_out / "summary.json").read_text())
+    assert summary["objectives"] == ["valid_error", "relative_params", "relative_latency"]
+
     # the same seed gives the same run
     again = workspace / "search-again"
     run_cli(

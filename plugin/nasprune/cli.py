@@ -79,10 +79,13 @@ def _add_search_flags(parser: argparse.ArgumentParser, num_samples: int = 100) -
     group.add_argument(
         "--objectives",
         default="error,params",
-        help="error,params (relative parameter count) or error,macs",
+        help="'error' and one or more of params (relative parameter count), macs (relative MACs) "
+        "and latency (measured on the sliced model, relative to the full one)",
     )
     group.add_argument("--macs-seq-length", type=int, help="sequence length of the MAC count (default: --max-seq-length)")
     group.add_argument("--eval-batch-size", type=int, default=128)
+    group.add_argument("--latency-batch-size", type=int, default=1, help="batch size of the latency objective")
+    group.add_argument("--latency-seq-length", type=int, help="sequence length of the latency objective (default: --max-seq-length)")
 
 
 def build_parser() -> argparse.ArgumentParser:

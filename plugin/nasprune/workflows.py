@@ -43,7 +43,12 @@ from nasprune.training import Trainer, TrainingConfig
 logger = logging.getLogger("nasprune")
 
 #: Objective names on the command line -> result columns (all minimised).
-OBJECTIVES = {"error": "valid_error", "params": "relative_params", "macs": "relative_macs"}
+OBJECTIVES = {
+    "error": "valid_error",
+    "params": "relative_params",
+    "macs": "relative_macs",
+    "latency": "relative_latency",
+}
 #: Every objective is normalised to [0, 1] (error, and size relative to the unpruned model),
 #: so one fixed reference point makes hypervolumes comparable across runs and methods.
 REFERENCE_POINT = 1.0
@@ -235,6 +240,8 @@ class SearchOptions:
     search_space: str | None = None
     macs_seq_length: int | None = None
     eval_batch_size: int = 128
+    latency_batch_size: int = 1
+    latency_seq_length: int | None = None
 
     def metric_columns(self) -> list[str]:
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
@@ -243,6 +250,8 @@ class SearchOptions:
                 f"--objectives must be 'error' followed by one or more of "
                 f"{', '.join(k for k in OBJECTIVES if k != 'error')}; got {','.join(self.objectives)}"
             )
+        if len(set(self.objectives)) != len(self.objectives):
+            raise NaspruneError(f"--objectives names an objective twice: {','.join(self.objectives)}")
         return [OBJECTIVES[o] for o in self.objectives]
 
     def validate(self) -> None:
@@ -273,6 +282,31 @@ class SearchResult:
     @property
     def pareto(self) -> pd.DataFrame:
         return self.table[self.table["pareto"]]
+
+
+class LatencyObjective:
+    """Measured latency of the physically pruned sub-network, relative to the unpruned model.
+
+    Each sub-network is sliced out and timed once (warm-up, then the median of repeats) at the
+    given batch size and sequence length, on the super-network's device.
+    """
+
+    def __init__(self, supernet: SuperNetwork, batch_size: int, seq_len: int, repeats: int = 10):
+        from nasprune.latency import subnet_latency
+
+        self._time = lambda subnet: subnet_latency(
+            supernet, subnet, batch_size=batch_size, seq_len=seq_len, warmup=3, repeats=repeats
+        )["median_s"]
+        full = SubNetwork.full(supernet.shape)
+        self._time(full)  # the first timing in a process pays one-off kernel set-up costs
+        self.full_seconds = self._time(full)
+        self._seconds: dict[SubNetwork, float] = {full: self.full_seconds}
+
+    def __call__(self, subnet: SubNetwork) -> dict[str, float]:
+        if subnet not in self._seconds:
+            self._seconds[subnet] = self._time(subnet)
+        seconds = self._seconds[subnet]
+        return {"latency_seconds": seconds, "relative_latency": seconds / self.full_seconds}
 
 
 def _result_row(space: SearchSpace, record: dict, subnet: SubNetwork) -> dict[str, Any]:
@@ -335,6 +369,17 @@ def search(
     if validation.num_resumed:
         logger.info("resuming: %d sub-networks already evaluated in %s", validation.num_resumed, output_dir)
 
+    latency = (
+        LatencyObjective(supernet, options.latency_batch_size, options.latency_seq_length or data_options.max_seq_length)
+        if "relative_latency" in metrics
+        else None
+    )
+
+    def evaluate(config: dict) -> dict[str, float]:
+        subnet = space.to_subnet(config)
+        measured = validation.measure(subnet)
+        return measured if latency is None else measured | latency(subnet)
+
     scheduler = make_scheduler(
         options.method, space.config_space, metrics, space.initial_design(), options.seed
     )
@@ -346,7 +391,7 @@ def search(
     started = time.perf_counter()
     records = run_ask_tell(
         scheduler,
-        lambda config: validation.measure(space.to_subnet(config)),
+        evaluate,
         num_samples=options.num_samples,
         max_time=options.max_time,
         progress=progress,
@@ -387,6 +432,7 @@ def search(
                 "relative_params": float(row.relative_params),
                 "macs": int(row.macs),
                 "relative_macs": float(row.relative_macs),
+                **{k: float(getattr(row, k)) for k in ("latency_seconds", "relative_latency") if hasattr(row, k)},
                 "subnet": json.loads(row.subnet),
             }
             for row in pareto.itertuples()
@@ -453,6 +499,8 @@ def _search_options(args: Any) -> SearchOptions:
         search_space=args.search_space,
         macs_seq_length=args.macs_seq_length,
         eval_batch_size=args.eval_batch_size,
+        latency_batch_size=args.latency_batch_size,
+        latency_seq_length=args.latency_seq_length,
     )
 
 

@@ -1,0 +1,329 @@
+"""The training-script worker of standard NAS: one Syne Tune trial fine-tunes one sub-network.
+
+Standard NAS (Klein et al. 2024, "Structural Pruning of Pre-trained Language Models via NAS",
+§4) cuts each candidate out of the *pre-trained* model and fine-tunes it on its own. This
+script is what Syne Tune's ``LocalBackend`` launches for a trial::
+
+    python -m nasprune.worker --model PATH --task rotten_tomatoes --search_space small \\
+        --num_layers 4 --num_heads 8 --num_units 1024 --epochs 3 --st_checkpoint_dir DIR
+
+Fixed hyper-parameters are named options; every other ``--name value`` pair is a variable of
+the search space. With ``--st_config_json_filename`` (``LocalBackend(pass_args_as_json=True)``)
+the config is read from that JSON file instead, and options given on the command line win.
+
+The model is wrapped in a :class:`~nasprune.supernet.SuperNetwork` with the sub-network
+selected (slice mode): only the kept weights take part in the forward pass, so only they are
+trained. After *every* epoch the worker evaluates the sub-network on the validation and test
+splits, writes a checkpoint to ``--st_checkpoint_dir`` and then reports (epoch numbers start
+at 1, as MO-ASHA's rungs expect)::
+
+    epoch, valid_error, test_error, params, relative_params, macs, relative_macs,
+    train_loss, elapsed_seconds
+
+Checkpointing comes before reporting, so a trial that the scheduler pauses right after a
+report resumes from exactly that epoch (model weights, optimizer, learning-rate schedule and
+random state). ``elapsed_seconds`` is the trial's own working time, summed over resumptions.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    # LocalBackend runs this file as a script, which puts nasprune/ itself first on sys.path;
+    # its modules (data, search, ...) must not shadow top-level packages of the same name.
+    del sys.path[0]
+
+import argparse
+import json
+import logging
+import os
+import time
+from typing import Any, Sequence
+
+import torch
+from syne_tune import Reporter
+from syne_tune.constants import ST_CHECKPOINT_DIR, ST_CONFIG_JSON_FNAME_ARG
+from syne_tune.utils.checkpoint import checkpoint_model_at_rung_level, resume_from_checkpointed_model
+
+from nasprune import data
+from nasprune.errors import NaspruneError
+from nasprune.evaluation import SubnetEvaluator
+from nasprune.spaces import SearchSpace, get_search_space
+from nasprune.strategies import Strategy, TrainingTask
+from nasprune.subnet import SubNetwork
+from nasprune.supernet import SuperNetwork, load_hf_model
+from nasprune.training import Trainer, TrainingConfig
+from nasprune.workflows import DataOptions, _load_tokenizer, default_device, default_model
+
+logger = logging.getLogger("nasprune.worker")
+
+CHECKPOINT_FILE = "trial_state.pt"
+
+#: The fixed hyper-parameters: (name, type, default, help). Names use underscores, as Syne
+#: Tune's ``LocalBackend`` passes config keys verbatim (``--max_seq_length 64``); the dashed
+#: spelling of the ``nasprune`` command is accepted as well.
+OPTIONS: list[tuple[str, type, Any, str]] = [
+    ("model", str, None, "HF model name or path (default: the offline MiniLM-L6)"),
+    ("task", str, None, "task name, e.g. rotten_tomatoes"),
+    ("train_file", str, None, "own training data (CSV, TSV, JSON or JSONL)"),
+    ("validation_file", str, None, "own validation data"),
+    ("test_file", str, None, "own test data"),
+    ("text_column", str, None, "text column of own data"),
+    ("text_pair_column", str, None, "second text column of own data"),
+    ("label_column", str, None, "label column of own data"),
+    ("max_seq_length", int, 128, "truncate inputs to this many tokens"),
+    ("max_train_samples", int, None, "cap on training examples"),
+    ("max_eval_samples", int, None, "cap on validation examples"),
+    ("max_test_samples", int, None, "cap on test examples"),
+    ("search_space", str, "small", "the space the sub-network variables belong to"),
+    ("epochs", int, 3, "epochs to fine-tune (MO-ASHA's max_t)"),
+    ("learning_rate", float, 2e-5, "peak learning rate of AdamW"),
+    ("batch_size", int, 32, "training batch size"),
+    ("warmup_ratio", float, 0.1, "share of steps with a linear warm-up"),
+    ("seed", int, 0, "seed of the data split and of training"),
+    ("macs_seq_length", int, None, "sequence length of the MAC count (default: max_seq_length)"),
+    ("eval_batch_size", int, 128, "evaluation batch size"),
+    ("num_threads", int, None, "torch CPU threads (default: $OMP_NUM_THREADS, else torch's choice)"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m nasprune.worker",
+        description="Fine-tune one sub-network of a pre-trained model and report to Syne Tune "
+        "after every epoch. Pass the search-space variables as extra --name value pairs.",
+    )
+    for name, kind, default, help_text in OPTIONS:
+        flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+        parser.add_argument(*flags, dest=name, type=kind, default=default, help=help_text)
+    parser.add_argument(f"--{ST_CHECKPOINT_DIR}", default=None, help="resume from / save to this folder")
+    parser.add_argument(f"--{ST_CONFIG_JSON_FNAME_ARG}", default=None, help="read the config from this JSON file")
+    return parser
+
+
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _pairs(tokens: Sequence[str]) -> dict[str, Any]:
+    """``["--a", "1", "--b", "2"]`` -> ``{"a": 1, "b": 2}``: the search-space variables."""
+    if len(tokens) % 2 or not all(t.startswith("--") for t in tokens[::2]):
+        raise NaspruneError(f"expected search-space variables as --name value pairs, got: {' '.join(tokens)}")
+    return {name[2:]: _number(value) for name, value in zip(tokens[::2], tokens[1::2])}
+
+
+def parse_config(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """The fixed hyper-parameters (a namespace) and the search-space variables (a dict)."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    variables = _pairs(rest)
+    json_file = getattr(args, ST_CONFIG_JSON_FNAME_ARG)
+    if json_file:
+        config = json.loads(Path(json_file).read_text())
+        fixed = set(vars(args))
+        # Options given on the command line win over the file: re-parse with the file as defaults.
+        parser.set_defaults(**{k: v for k, v in config.items() if k in fixed})
+        args, rest = parser.parse_known_args(argv)
+        variables = {**{k: v for k, v in config.items() if k not in fixed}, **_pairs(rest)}
+    return args, variables
+
+
+class FixedSubnetStrategy(Strategy):
+    """Every step trains one fixed sub-network on the labels: standard NAS fine-tuning."""
+
+    name = "fixed"
+
+    def __init__(self, space: SearchSpace, subnet: SubNetwork):
+        super().__init__(space, num_random_subnets=0)
+        self.subnet = subnet
+
+    def plan(self, step, total_steps, rng):
+        return [TrainingTask(self.subnet)]
+
+
+class TrialCheckpoint:
+    """Everything a paused trial needs to go on: weights, trainer state, time spent, reports.
+
+    Written atomically (temporary file, then rename) so that a trial killed while saving
+    leaves the previous checkpoint intact.
+    """
+
+    def __init__(self, supernet: SuperNetwork, trainer: Trainer):
+        self.supernet = supernet
+        self.trainer = trainer
+        self.elapsed_before = 0.0  # working time of earlier runs of this trial
+        self.reports: list[dict[str, Any]] = []
+
+    def save(self, folder: str, epoch: int) -> None:
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {
+            "epoch": epoch,
+            "model": self.supernet.model.state_dict(),
+            "trainer": self.trainer.state_dict(),
+            "reports": self.reports,
+        }
+        temp = path / f".{CHECKPOINT_FILE}.tmp-{os.getpid()}"
+        torch.save(state, temp)
+        os.replace(temp, path / CHECKPOINT_FILE)
+
+    def load(self, folder: str) -> int:
+        """Restore from ``folder``; returns the epochs already done (0 when there is no checkpoint)."""
+        path = Path(folder) / CHECKPOINT_FILE
+        if not path.is_file():
+            return 0
+        device = next(self.supernet.parameters()).device
+        state = torch.load(path, map_location=device, weights_only=False)
+        self.supernet.model.load_state_dict(state["model"])
+        self.trainer.load_state_dict(state["trainer"])
+        self.reports = list(state["reports"])
+        if self.reports:
+            self.elapsed_before = float(self.reports[-1]["elapsed_seconds"])
+        return int(state["epoch"])
+
+
+def _set_threads(num_threads: int | None) -> None:
+    # LocalBackend exports OMP_NUM_THREADS=1 to every trial unless the user set it, so the
+    # launcher passes each worker its share of the cores explicitly.
+    if num_threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        num_threads = int(os.environ["OMP_NUM_THREADS"])
+    if num_threads is not None:
+        if num_threads < 1:
+            raise NaspruneError(f"--num_threads must be at least 1, got {num_threads}")
+        torch.set_num_threads(num_threads)
+
+
+def _error(evaluator: SubnetEvaluator, subnet: SubNetwork) -> float:
+    # Not SubnetEvaluator.error: it memoises per sub-network, as a search's weights are fixed;
+    # here they change every epoch.
+    logits, labels = evaluator.predict(subnet)
+    return 1.0 - float(evaluator.metric(logits, labels))
+
+
+def run_trial(args: argparse.Namespace, variables: dict[str, Any], report: Reporter | None = None) -> list[dict]:
+    """Fine-tune the sub-network ``variables`` describe and report after every epoch.
+
+    :return: the reports of this run (a resumed trial reports only the epochs it trains).
+    """
+    started = time.perf_counter()
+    report = report or Reporter()
+    _set_threads(args.num_threads)
+    config = TrainingConfig(
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        warmup_ratio=args.warmup_ratio,
+        strategy="standard",
+    )
+    config.validate()
+    options = DataOptions(
+        task=args.task,
+        train_file=args.train_file,
+        validation_file=args.validation_file,
+        test_file=args.test_file,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        label_column=args.label_column,
+        max_seq_length=args.max_seq_length,
+        max_train_samples=args.max_train_samples,
+        max_eval_samples=args.max_eval_samples,
+        max_test_samples=args.max_test_samples,
+        seed=args.seed,
+    )
+    task_data = options.load()
+    model_path = args.model or default_model()
+    tokenizer = _load_tokenizer(model_path)
+    hf_model = load_hf_model(model_path, task_data.spec.kind, task_data.num_labels)
+    supernet = SuperNetwork(hf_model, mode="slice").to(default_device())
+    space = get_search_space(args.search_space, supernet.shape)
+    unknown = sorted(set(variables) - set(space.variable_names))
+    if unknown:
+        raise NaspruneError(f"unknown arguments for the '{space.name}' space: {', '.join(unknown[:5])}")
+    subnet = space.to_subnet(variables)
+
+    encoded = data.prepare(task_data, tokenizer, options.max_seq_length)
+    train_loader = data.make_dataloader(
+        encoded["train"], tokenizer, config.batch_size, shuffle=True, seed=config.seed, sort_by_length=True
+    )
+    macs_length = args.macs_seq_length or options.max_seq_length
+    evaluators = {
+        split: SubnetEvaluator(
+            supernet,
+            data.make_dataloader(encoded[split], tokenizer, args.eval_batch_size, sort_by_length=True),
+            task_data.metric,
+            macs_length,
+            cache_embeddings=False,  # the embeddings are trained too
+        )
+        for split in ("validation", "test")
+    }
+    size = evaluators["validation"].size(subnet)
+    trainer = Trainer(
+        supernet,
+        FixedSubnetStrategy(space, subnet),
+        train_loader,
+        config,
+        regression=task_data.spec.kind == "regression",
+        progress=False,
+    )
+    state = TrialCheckpoint(supernet, trainer)
+    checkpoint_config = {ST_CHECKPOINT_DIR: getattr(args, ST_CHECKPOINT_DIR)}
+    reports: list[dict[str, Any]] = []
+
+    def after_epoch(epoch: int, history: list, trainer_state: dict) -> None:
+        result = {
+            "epoch": epoch,
+            "valid_error": _error(evaluators["validation"], subnet),
+            "test_error": _error(evaluators["test"], subnet),
+            **size,
+            "train_loss": history[-1].train_loss,
+            "elapsed_seconds": state.elapsed_before + time.perf_counter() - started,
+        }
+        state.reports.append(result)
+        checkpoint_model_at_rung_level(checkpoint_config, state.save, epoch)
+        reports.append(result)
+        report(**result)
+
+    trainer.save = after_epoch  # the Trainer calls its save hook after every epoch
+    done = resume_from_checkpointed_model(checkpoint_config, state.load)
+    if done:
+        logger.info("resumed from epoch %d of %d", done, config.epochs)
+    if done >= config.epochs and state.reports:
+        # Nothing left to train (resumed after the last epoch): report the final result again,
+        # so that Syne Tune sees a result from this run.
+        reports.append(state.reports[-1])
+        report(**state.reports[-1])
+        return reports
+    trainer.train()
+    return reports
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("nasprune").setLevel(logging.INFO)
+    import datasets
+    import transformers
+
+    # Trial logs are for reports and errors; progress bars would only bury them.
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    try:
+        args, variables = parse_config(argv)
+        run_trial(args, variables)
+    except NaspruneError as err:
+        print(f"nasprune.worker: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
