@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from nasprune.counting import ParameterCounter, count_macs
+from nasprune.memory import limit_heap_fragmentation
 from nasprune.subnet import SubNetwork
 from nasprune.supernet import SuperNetwork
 
@@ -61,6 +62,7 @@ class SubnetEvaluator:
         journal: str | os.PathLike | None = None,
         journal_key: dict[str, Any] | None = None,
     ):
+        limit_heap_fragmentation()
         self.supernet = supernet
         self.loader = loader
         self.metric = metric

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from nasprune.errors import NaspruneError
+from nasprune.memory import limit_heap_fragmentation
 from nasprune.strategies import DISTILL, Strategy
 from nasprune.subnet import SubNetwork
 from nasprune.supernet import SuperNetwork
@@ -136,6 +137,7 @@ class Trainer:
         progress: bool = True,
     ):
         config.validate()
+        limit_heap_fragmentation()  # random sub-networks: activations of a new shape every step
         self.supernet = supernet
         self.strategy = strategy
         self.train_loader = train_loader
