@@ -57,7 +57,11 @@ def _add_training_flags(parser: argparse.ArgumentParser, supernet: bool, epochs:
         help="start afresh instead of resuming from the checkpoints already in --output-dir",
     )
     if supernet:
-        group.add_argument("--search-space", default="small", help="small, small_pow2, medium, layer or large")
+        group.add_argument(
+            "--search-space",
+            default="medium",
+            help="medium (per-layer head and unit counts; the default), small, small_pow2, layer or large",
+        )
         group.add_argument(
             "--strategy",
             default="full",

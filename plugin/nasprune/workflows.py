@@ -1,7 +1,7 @@
 """The jobs behind the CLI, as Python functions: train a super-network, search it, do both.
 
 >>> from nasprune.workflows import DataOptions, train_supernet, search, SearchOptions
->>> ckpt = train_supernet("bert-base-uncased", DataOptions(task="rte"), TrainingConfig(), "small", "out/rte")
+>>> ckpt = train_supernet("bert-base-uncased", DataOptions(task="rte"), TrainingConfig(), "medium", "out/rte")
 >>> result = search(ckpt, SearchOptions(method="nsga2", num_samples=100), "out/rte-search")
 """
 
@@ -516,7 +516,7 @@ def train_from_args(args: Any, strategy: str) -> Path:
         args.model,
         DataOptions.from_args(args),
         _training_config(args, strategy),
-        getattr(args, "search_space", "small"),
+        getattr(args, "search_space", "medium"),
         args.output_dir,
         overwrite=args.overwrite_output_dir,
         progress=not args.quiet,
