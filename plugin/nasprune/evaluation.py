@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from nasprune.counting import ParameterCounter, count_macs
-from nasprune.memory import limit_heap_fragmentation
+from nasprune.memory import release_free_memory
 from nasprune.subnet import SubNetwork
 from nasprune.supernet import SuperNetwork
 
@@ -62,7 +62,6 @@ class SubnetEvaluator:
         journal: str | os.PathLike | None = None,
         journal_key: dict[str, Any] | None = None,
     ):
-        limit_heap_fragmentation()
         self.supernet = supernet
         self.loader = loader
         self.metric = metric
@@ -101,6 +100,7 @@ class SubnetEvaluator:
     def error(self, subnet: SubNetwork) -> float:
         if subnet not in self._errors:
             logits, labels = self.predict(subnet)
+            release_free_memory()  # the next sub-network's activations have other shapes
             self._errors[subnet] = 1.0 - float(self.metric(logits, labels))
             if self._journal is not None:
                 line = json.dumps({"subnet": subnet.to_dict(), "error": self._errors[subnet]})

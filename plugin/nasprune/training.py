@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from nasprune.errors import NaspruneError
-from nasprune.memory import limit_heap_fragmentation
+from nasprune.memory import release_free_memory
 from nasprune.strategies import DISTILL, Strategy
 from nasprune.subnet import SubNetwork
 from nasprune.supernet import SuperNetwork
@@ -137,7 +137,6 @@ class Trainer:
         progress: bool = True,
     ):
         config.validate()
-        limit_heap_fragmentation()  # random sub-networks: activations of a new shape every step
         self.supernet = supernet
         self.strategy = strategy
         self.train_loader = train_loader
@@ -232,6 +231,8 @@ class Trainer:
                     )
                 running += loss
                 bar.set_postfix(loss=f"{running / (i + 1):.4f}")
+                if i % 50 == 49:  # random sub-networks: activations of new shapes every step
+                    release_free_memory()
             record = EpochRecord(epoch + 1, running / self.steps_per_epoch, time.perf_counter() - start)
             if self.evaluate is not None:
                 record.metrics = {
