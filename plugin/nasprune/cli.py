@@ -151,7 +151,27 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output-dir", required=True)
     export.add_argument("--onnx", action="store_true", help="also write model.onnx (needs 'nasprune[onnx]')")
     export.add_argument("--overwrite-output-dir", action="store_true")
+    from nasprune import compare, standard_nas
+    from nasprune.baselines import runner as baselines
+
+    nas = commands.add_parser(
+        "nas",
+        help="standard NAS: fine-tune each sub-network as a Syne Tune trial (MO-ASHA, NSGA-II, ...)",
+    )
+    standard_nas.add_arguments(nas)
+    baseline = commands.add_parser("baseline", help="pruning baselines in the same results format")
+    baselines.add_arguments(baseline)
+    comparison = commands.add_parser("compare", help="hypervolumes, ranks, plots and tables over result folders")
+    compare.add_arguments(comparison)
     return parser
+
+
+#: Subcommands implemented outside workflows.py: name -> (module, function).
+_COMMANDS = {
+    "nas": ("nasprune.standard_nas", "run_from_args"),
+    "baseline": ("nasprune.baselines.runner", "run_from_args"),
+    "compare": ("nasprune.compare", "run_from_args"),
+}
 
 
 def _configure_logging(quiet: bool) -> None:
@@ -187,6 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             workflows.search_from_args(args)
         elif args.command == "export":
             workflows.export_from_args(args)
+        else:
+            import importlib
+
+            module, function = _COMMANDS[args.command]
+            getattr(importlib.import_module(module), function)(args)
     except NaspruneError as err:
         print(f"nasprune: error: {err}", file=sys.stderr)
         return 2
