@@ -56,7 +56,7 @@ from nasprune.search.registry import METHODS, make_scheduler
 from nasprune.spaces import SEARCH_SPACES, SearchSpace
 
 if TYPE_CHECKING:  # nasprune.workflows imports torch: only when a search really runs
-    from nasprune.workflows import DataOptions, SearchResult
+    from nasprune.workflows import DataOptions
 
 logger = logging.getLogger("nasprune")
 
@@ -490,9 +490,9 @@ def run_standard_nas(
     :raises NaspruneError: For an impossible budget, an unknown method, space, task or model,
         or when too many trials failed (the message points to their logs).
     """
+    import torch
     from syne_tune import StoppingCriterion, Tuner
     from syne_tune.backend import LocalBackend
-    from syne_tune.num_gpu import get_num_gpus
     from syne_tune.results_callback import StoreResultsCallback
 
     from nasprune.spaces import get_search_space
@@ -508,7 +508,7 @@ def run_standard_nas(
     space = get_search_space(search_space, _model_shape(model))
     data_options = replace(data_options, seed=seed)
     data_values, task = _data_hyperparameters(data_options)
-    num_gpus = get_num_gpus()
+    num_gpus = torch.cuda.device_count()
     fixed = {
         "model": model,
         **data_values,
@@ -538,7 +538,9 @@ def run_standard_nas(
         entry_point=str(WORKER_SCRIPT),
         delete_checkpoints=not keep_checkpoints,
         pass_args_as_json=as_json,
-        rotate_gpus=True,  # one GPU per trial while there are enough
+        # One GPU per trial while there are enough. (Asking Syne Tune to find out itself runs
+        # nvidia-smi and leaves its output as std.out in the working directory.)
+        rotate_gpus=num_gpus > 1,
     )
     output_dir = Path(output_dir)
     store = StoreResultsCallback()

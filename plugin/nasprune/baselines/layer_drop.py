@@ -63,7 +63,8 @@ def finetune_subnet(
 
     ``supernet`` is left as it was. With ``config.epochs == 0`` the copy is returned untrained.
     """
-    tuned = copy.deepcopy(supernet)
+    # Copy the HF model, not the super-network: SubNetwork (held by it) refuses deepcopy's setattr.
+    tuned = SuperNetwork(copy.deepcopy(supernet.model), mode=supernet.mode)
     if config.epochs == 0:
         return tuned
     Trainer(tuned, FixedSubnetStrategy(subnet), train_loader, config, regression=regression, progress=progress).train()

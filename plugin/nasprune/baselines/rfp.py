@@ -407,8 +407,10 @@ def apply_scales(model: torch.nn.Module, subnet: SubNetwork, scales: MaskScales)
     column of the FFN output projection; running the binary ``subnet`` on the copy computes the
     tuned masked model exactly. ``model`` is not modified.
     """
-    tuned = copy.deepcopy(model)
-    supernet = tuned if isinstance(tuned, SuperNetwork) else SuperNetwork(tuned)
+    # Copy the HF model, not a super-network: SubNetwork (held by it) refuses deepcopy's setattr.
+    hf_model = model.model if isinstance(model, SuperNetwork) else model
+    tuned = copy.deepcopy(hf_model)
+    supernet = SuperNetwork(tuned)
     head_dim = supernet.shape.head_dim
     with torch.no_grad():
         for layer, modules in enumerate(_layer_modules(supernet)):
@@ -419,7 +421,7 @@ def apply_scales(model: torch.nn.Module, subnet: SubNetwork, scales: MaskScales)
             if len(units):
                 factor = torch.as_tensor(scales.unit[layer, units], dtype=weight.dtype, device=weight.device)
                 modules.ffn_out.weight[:, units] *= factor
-    return tuned
+    return SuperNetwork(tuned, mode=model.mode) if isinstance(model, SuperNetwork) else tuned
 
 
 # --- the whole pipeline ---------------------------------------------------------------------

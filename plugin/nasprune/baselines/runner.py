@@ -26,11 +26,10 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -95,7 +94,9 @@ class BaselineOptions:
     def validate(self) -> None:
         if self.method not in BASELINE_METHODS:
             raise NaspruneError(f"unknown baseline '{self.method}'; choose one of: {', '.join(BASELINE_METHODS)}")
-        self.metric_columns()
+        if not set(self.metric_columns()) <= {"valid_error", "relative_params", "relative_macs"}:
+            # Baselines measure error, parameters and MACs; latency is for searches.
+            raise NaspruneError(f"baselines support --objectives error,params or error,macs, not {','.join(self.objectives)}")
         if self.constraint not in rfp.CONSTRAINTS:
             raise NaspruneError(f"--constraint must be one of {', '.join(rfp.CONSTRAINTS)}, got {self.constraint}")
         if not self.budgets or any(not 0 < b <= 1 for b in self.budgets):

@@ -1,0 +1,150 @@
+"""Rewiring: reorder heads and FFN units by importance so that "first k" spaces keep the best ones.
+
+The small and medium search spaces keep the *first* heads and units of each layer. In the natural
+order that is an arbitrary choice. DynaBERT (Hou et al. 2020, "DynaBERT: Dynamic BERT with
+Adaptive Width and Depth", §3.1) sorts heads and neurons by importance before training a
+width-adaptive network, so that every width keeps the most important ones. The importance here is
+the Fisher information of the mask variables (Kwon et al. 2022, "A Fast Post-Training Pruning
+Framework for Transformers", §4.1) or the expected absolute mask gradient (Michel et al. 2019,
+"Are Sixteen Heads Really Better than One?"), see :mod:`nasprune.baselines.importance`.
+
+A permutation of the heads of a layer permutes the Q, K and V output rows head-block-wise and the
+attention output projection's input columns the same way; a permutation of the FFN units permutes
+the rows (and bias) of the first FFN projection and the columns of the second. The layer computes
+the same function: only the order in which a sub-network's first k heads/units are taken changes.
+
+To rewire before super-network training (``train-supernet --rewire``), compute the importance on a
+*fine-tuned* model (the pre-trained model's classifier is random) and apply the permutation to the
+model the super-network starts from: fine-tuning does not reorder units, so head h of the
+fine-tuned model is head h of the pre-trained one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from nasprune.baselines.importance import Importance, mask_gradients
+from nasprune.errors import NaspruneError
+from nasprune.subnet import ModelShape
+from nasprune.supernet import LayerModules, SuperNetwork, get_adapter
+
+IMPORTANCE_KINDS = ("fisher", "gradient")
+
+
+@dataclass(frozen=True)
+class Permutation:
+    """New order of the heads ``[L, H]`` and units ``[L, I]``: position j holds old index ``order[l, j]``."""
+
+    head: np.ndarray
+    unit: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {"head": self.head.tolist(), "unit": self.unit.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Permutation":
+        return cls(np.asarray(data["head"], dtype=np.int64), np.asarray(data["unit"], dtype=np.int64))
+
+
+def compute_importance(
+    supernet: SuperNetwork,
+    loader: Iterable[dict],
+    regression: bool = False,
+    max_examples: int | None = 512,
+    kind: str = "fisher",
+) -> Importance:
+    """Head and unit importance of a fine-tuned model from a sample of labelled batches.
+
+    :param kind: ``"fisher"``: ``sum_x (dL/dm)^2`` (Kwon et al. 2022); ``"gradient"``:
+        ``E_x |dL/dm|`` (Michel et al. 2019)
+    """
+    if kind not in IMPORTANCE_KINDS:
+        raise NaspruneError(f"unknown importance {kind!r}; choose one of {', '.join(IMPORTANCE_KINDS)}")
+    gradients = mask_gradients(supernet, loader, regression, max_examples=max_examples)
+    return gradients.fisher() if kind == "fisher" else gradients.mean_abs()
+
+
+def importance_order(importance: Importance) -> Permutation:
+    """Per layer, heads and units by decreasing importance (ties keep their natural order)."""
+    head = np.stack([np.argsort(-row, kind="stable") for row in importance.head])
+    unit = np.stack([np.argsort(-row, kind="stable") for row in importance.unit])
+    return Permutation(head.astype(np.int64), unit.astype(np.int64))
+
+
+def _layer_modules(model: nn.Module) -> list[LayerModules]:
+    model = model.model if isinstance(model, SuperNetwork) else model
+    adapter = get_adapter(getattr(model.config, "model_type", ""))
+    return [adapter.layer_modules(layer) for layer in adapter.layers(model)]
+
+
+def _permute_(tensor: torch.Tensor, index: torch.Tensor, dim: int) -> None:
+    # In place, so the Parameter objects (and any optimizer's references to them) stay the same.
+    tensor.copy_(tensor.index_select(dim, index.to(tensor.device)))
+
+
+@torch.no_grad()
+def permute_layer(modules: LayerModules, head_order: np.ndarray, unit_order: np.ndarray, head_dim: int) -> None:
+    """Reorder one layer's heads and FFN units in place; its function stays the same."""
+    rows = torch.as_tensor((np.asarray(head_order)[:, None] * head_dim + np.arange(head_dim)).ravel())
+    for linear in (modules.query, modules.key, modules.value):
+        _permute_(linear.weight, rows, 0)
+        if linear.bias is not None:
+            _permute_(linear.bias, rows, 0)
+    _permute_(modules.attn_out.weight, rows, 1)
+    units = torch.as_tensor(np.asarray(unit_order))
+    _permute_(modules.ffn_in.weight, units, 0)
+    if modules.ffn_in.bias is not None:
+        _permute_(modules.ffn_in.bias, units, 0)
+    _permute_(modules.ffn_out.weight, units, 1)
+
+
+def apply_permutation(model: nn.Module, permutation: Permutation) -> None:
+    """Reorder the heads and units of every layer of ``model`` (HF model or super-network) in place."""
+    hf_model = model.model if isinstance(model, SuperNetwork) else model
+    shape = ModelShape.from_config(hf_model.config)
+    expected = ((shape.num_layers, shape.num_heads), (shape.num_layers, shape.intermediate_size))
+    if (permutation.head.shape, permutation.unit.shape) != expected:
+        raise NaspruneError(
+            f"permutation shapes {permutation.head.shape} / {permutation.unit.shape} do not fit {shape}"
+        )
+    for order in (*permutation.head, *permutation.unit):
+        if not np.array_equal(np.sort(order), np.arange(len(order))):
+            raise NaspruneError("a rewiring order is not a permutation")
+    for layer, modules in enumerate(_layer_modules(hf_model)):
+        permute_layer(modules, permutation.head[layer], permutation.unit[layer], shape.head_dim)
+
+
+def rewire(model: nn.Module, importance: Importance | tuple[np.ndarray, np.ndarray]) -> Permutation:
+    """Sort every layer's heads and FFN units by decreasing ``importance``, in place.
+
+    :param model: a HF model of a supported family or a :class:`SuperNetwork`
+    :param importance: an :class:`Importance` or a ``(head [L, H], unit [L, I])`` pair
+    :return: the permutation applied (position j of layer l now holds old head/unit ``order[l, j]``)
+    """
+    if not isinstance(importance, Importance):
+        importance = Importance(np.asarray(importance[0], float), np.asarray(importance[1], float))
+    permutation = importance_order(importance)
+    apply_permutation(model, permutation)
+    return permutation
+
+
+def rewire_by_importance(
+    supernet: SuperNetwork,
+    loader: Iterable[dict],
+    regression: bool = False,
+    max_examples: int | None = 512,
+    kind: str = "fisher",
+    target: nn.Module | None = None,
+) -> Permutation:
+    """Compute the importance on ``supernet`` and rewire ``target`` (default: ``supernet`` itself).
+
+    With ``target`` the importance of a fine-tuned model reorders another model of the same
+    architecture, e.g. the pre-trained model it was fine-tuned from.
+    """
+    importance = compute_importance(supernet, loader, regression, max_examples, kind)
+    return rewire(target if target is not None else supernet, importance)
