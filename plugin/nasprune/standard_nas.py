@@ -36,7 +36,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Sequence
 
@@ -54,6 +54,7 @@ from nasprune.errors import NaspruneError
 from nasprune.search.encoding import Config, ConfigEncoder
 from nasprune.search.registry import METHODS, make_scheduler
 from nasprune.spaces import SEARCH_SPACES, SearchSpace
+from nasprune.workflows import SearchResult
 
 if TYPE_CHECKING:  # nasprune.workflows imports torch: only when a search really runs
     from nasprune.workflows import DataOptions
@@ -344,21 +345,13 @@ def plot_hypervolume(trace: pd.DataFrame, path: str | os.PathLike, title: str | 
 
 # --- the run --------------------------------------------------------------------------------
 @dataclass
-class StandardNASResult:
-    """A search result (see :class:`nasprune.workflows.SearchResult`) plus Syne Tune's side."""
+class StandardNASResult(SearchResult):
+    """A search result, in the weight-sharing search's format, plus Syne Tune's side."""
 
-    table: pd.DataFrame
-    summary: dict[str, Any]
-    output_dir: Path
-    files: dict[str, Path] = field(default_factory=dict)
     hypervolume_over_time: pd.DataFrame | None = None
     #: Syne Tune's results: one row per reported epoch.
     syne_tune_results: pd.DataFrame | None = None
     tuner: Any = None
-
-    @property
-    def pareto(self) -> pd.DataFrame:
-        return self.table[self.table["pareto"]]
 
 
 def _check_budget(
