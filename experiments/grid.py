@@ -129,51 +129,20 @@ def _training_config(config: dict, section: str, seed: int, strategy: str):
 
 
 def _train_job(config: dict, task: str, seed: int, space: str, strategy: str, folder: Path,
-               model: Callable[[], str | None], section: str = "training") -> Job:
+               section: str = "training", rewire_from: Path | None = None) -> Job:
     def run() -> Path:
+        from nasprune.rewiring import RewiringOptions
         from nasprune.workflows import train_supernet
 
         training = _training_config(config, section, seed, strategy)
+        # Rewiring measures the importance on the plainly fine-tuned checkpoint of the same seed.
+        rewiring = RewiringOptions(**config["rewiring"], source=str(rewire_from)) if rewire_from else None
         folder.mkdir(parents=True, exist_ok=True)
         (folder / ".epochs").write_text(str(training.epochs))
-        return train_supernet(model(), _data_options(config, task), training, space, folder, progress=False)
+        return train_supernet(config["model"], _data_options(config, task), training, space, folder,
+                              progress=False, rewiring=rewiring)
 
     return Job(f"{task}/{folder.parent.name}/{folder.name}", folder, run, "train")
-
-
-def _rewired_model(config: dict, task: str, seed: int, finetuned: Path, folder: Path) -> str:
-    """The start model with heads and units sorted by the fine-tuned model's importance (cached)."""
-    import torch
-
-    from nasprune import data, rewiring
-    from nasprune.checkpoint import resolve_checkpoint
-    from nasprune.supernet import SuperNetwork, load_hf_model
-    from nasprune.workflows import _load_tokenizer, default_device, default_model
-
-    if (folder / "config.json").is_file():
-        return str(folder)
-    checkpoint = resolve_checkpoint(finetuned)
-    task_data = _data_options(config, task).load()
-    tokenizer = _load_tokenizer(str(checkpoint))
-    device = default_device()
-    fine_tuned = SuperNetwork(load_hf_model(str(checkpoint), task_data.spec.kind, task_data.num_labels)).to(device)
-    settings = config["rewiring"]
-    encoded = data.prepare(task_data, tokenizer, config["data"].get("max_seq_length", 128))
-    sample = data.subsample(encoded["train"], settings.get("num_examples", 512), seed)
-    loader = data.make_dataloader(sample, tokenizer, 32, shuffle=False, sort_by_length=True)
-    start_name = config["model"] or default_model()
-    start = load_hf_model(start_name, task_data.spec.kind, task_data.num_labels)
-    permutation = rewiring.rewire_by_importance(
-        fine_tuned, loader, task_data.spec.kind == "regression", settings.get("num_examples", 512),
-        settings.get("importance", "fisher"), target=start,
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    start.save_pretrained(folder)
-    _load_tokenizer(start_name).save_pretrained(folder)
-    (folder / "rewiring.json").write_text(json.dumps(permutation.to_dict()))
-    del fine_tuned, start
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
-    return str(folder)
 
 
 def _search_job(config: dict, seed: int, method: str, supernet: Path, folder: Path, name: str) -> Job:
@@ -217,8 +186,7 @@ def build_jobs(config: dict) -> list[Job]:
             train_base = root / task / f"shared-seed-{train_seed}" if config["share_checkpoints"] else base
             finetuned = train_base / "finetune"
             if config["baselines"] or any(config["rewire"]):
-                jobs.append(_train_job(config, task, train_seed, "small", "standard", finetuned,
-                                       lambda: config["model"], section="finetune"))
+                jobs.append(_train_job(config, task, train_seed, "small", "standard", finetuned, section="finetune"))
             for method in config["baselines"]:
                 folder = base / "baselines" / method
                 jobs.append(_baseline_job(config, seed, method, finetuned, folder, f"{task}/seed-{seed}/baseline/{method}"))
@@ -228,12 +196,8 @@ def build_jobs(config: dict) -> list[Job]:
                     for rewired in config["rewire"]:
                         suffix = f"{space}-{strategy}" + ("-rewired" if rewired else "")
                         supernet = train_base / f"supernet-{suffix}"
-                        if rewired:
-                            model = (lambda t=task, s=train_seed, f=finetuned, b=train_base:
-                                     _rewired_model(config, t, s, f, b / "rewired-model"))
-                        else:
-                            model = lambda: config["model"]
-                        jobs.append(_train_job(config, task, train_seed, space, strategy, supernet, model))
+                        jobs.append(_train_job(config, task, train_seed, space, strategy, supernet,
+                                               rewire_from=finetuned if rewired else None))
                         for method in config["methods"]:
                             folder = base / f"ws-{suffix}" / method
                             jobs.append(_search_job(config, seed, method, supernet, folder,

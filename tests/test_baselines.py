@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -460,29 +461,64 @@ def test_baseline_reference_model_and_cli_glue(finetuned, tmp_path, capsys):
         runner.BaselineOptions(budgets=(0.5, 1.5)).validate()
 
 
-def test_grid_rewires_the_start_model_by_the_finetuned_importance(finetuned, tmp_path):
-    import importlib.util
-    import sys
-    from pathlib import Path
+def _tiny_data_options(root):
+    from nasprune.workflows import DataOptions
+
+    return DataOptions(train_file=str(root / "train.csv"), validation_file=str(root / "valid.csv"),
+                       test_file=str(root / "test.csv"), max_seq_length=16)
+
+
+def test_train_supernet_rewires_the_start_model_by_the_finetuned_importance(finetuned, tmp_path):
+    from nasprune import data
+    from nasprune.rewiring import RewiringOptions
+    from nasprune.workflows import _load_tokenizer, train_supernet
 
     root, checkpoint = finetuned
-    path = Path(__file__).resolve().parents[1] / "experiments" / "grid.py"
-    spec = importlib.util.spec_from_file_location("nasprune_experiment_grid", path)
-    grid = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = grid
-    spec.loader.exec_module(grid)
-    data = {"train_file": str(root / "train.csv"), "validation_file": str(root / "valid.csv"),
-            "test_file": str(root / "test.csv"), "max_seq_length": 16}
-    config = {**grid.DEFAULTS, "model": str(root / "model"), "data": data, "rewiring": {"num_examples": 16}}
-    folder = Path(grid._rewired_model(config, "custom", 0, checkpoint, tmp_path / "rewired"))
-    permutation = Permutation.from_dict(json.loads((folder / "rewiring.json").read_text()))
+    # A learning rate of 1e-12 leaves the weights where rewiring put them, to float precision.
+    config = TrainingConfig(epochs=1, learning_rate=1e-12, batch_size=16, strategy="sandwich")
+    options = RewiringOptions(num_examples=24, source=str(root / "finetune"))
+    trained = train_supernet(str(root / "model"), _tiny_data_options(root), config, "small", tmp_path / "sn",
+                             progress=False, rewiring=options)
+    record = json.loads((trained / "nasprune.json").read_text())["rewiring"]
+    assert record["source"] == str(checkpoint) and record["importance"] == "fisher"
+    permutation = Permutation.from_dict(record)
+
+    # The order is the fine-tuned checkpoint's Fisher importance on the same seeded sample.
+    judge = SuperNetwork.from_pretrained(str(checkpoint)).eval()
+    tokenizer = _load_tokenizer(str(checkpoint))
+    task_data = _tiny_data_options(root).load()
+    sample = data.subsample(data.prepare(task_data, tokenizer, 16)["train"], 24, config.seed)
+    loader = data.make_dataloader(sample, tokenizer, 16, shuffle=False, sort_by_length=True)
+    expected = importance_order(compute_importance(judge, loader, max_examples=24))
+    assert permutation.head.tolist() == expected.head.tolist() and permutation.unit.tolist() == expected.unit.tolist()
+    assert (permutation.head != np.arange(4)).any()
+
     start = SuperNetwork.from_pretrained(str(root / "model")).eval()
-    rewired = SuperNetwork.from_pretrained(str(folder)).eval()
+    rewired = SuperNetwork.from_pretrained(str(trained)).eval()
     key = "bert.encoder.layer.1.attention.self.value.weight"
     head = int(permutation.head[1, 0])
-    assert torch.equal(rewired.model.state_dict()[key][:8], start.model.state_dict()[key][head * 8 : head * 8 + 8])
+    torch.testing.assert_close(rewired.model.state_dict()[key][:8], start.model.state_dict()[key][head * 8 : head * 8 + 8])
     batch = tiny_batch(start.model, seq_len=6)
     batch["input_ids"] = batch["input_ids"].clamp(max=start.config.vocab_size - 1)
-    with torch.no_grad():
+    with torch.no_grad():  # same function, other order
         torch.testing.assert_close(rewired.model.bert(**batch).last_hidden_state, start.model.bert(**batch).last_hidden_state)
-    assert grid._rewired_model(config, "custom", 0, checkpoint, tmp_path / "rewired") == str(folder)  # cached
+
+
+def test_rewiring_an_encoder_without_a_task_head_fine_tunes_a_copy_first(finetuned, tmp_path):
+    from transformers import AutoTokenizer, BertModel
+
+    from nasprune.rewiring import RewiringOptions
+    from nasprune.workflows import train_supernet
+
+    root, _ = finetuned
+    BertModel.from_pretrained(str(root / "model")).save_pretrained(tmp_path / "encoder")
+    AutoTokenizer.from_pretrained(str(root / "model")).save_pretrained(tmp_path / "encoder")
+    config = TrainingConfig(epochs=1, learning_rate=1e-3, batch_size=16, strategy="sandwich")
+    trained = train_supernet(str(tmp_path / "encoder"), _tiny_data_options(root), config, "small", tmp_path / "sn",
+                             progress=False, rewiring=RewiringOptions(num_examples=16))
+    record = json.loads((trained / "nasprune.json").read_text())["rewiring"]
+    assert record["source"] == str(tmp_path / "sn" / "rewiring-finetune" / "epoch-1")
+    assert json.loads((Path(record["source"]) / "nasprune.json").read_text())["strategy"] == "standard"
+    with pytest.raises(NaspruneError, match="rewire-importance"):
+        train_supernet(str(tmp_path / "encoder"), _tiny_data_options(root), config, "small", tmp_path / "x",
+                       rewiring=RewiringOptions(importance="magnitude"))

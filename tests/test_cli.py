@@ -163,6 +163,19 @@ def test_finetune_resumes_instead_of_starting_over(workspace):
     assert info["strategy"] == "standard" and [h["epoch"] for h in info["history"]] == [1, 2]
 
 
+def test_train_supernet_rewires_by_a_finetuned_model(workspace):
+    flags = [*_data_flags(workspace), "--batch-size", 32, "--epochs", 1]
+    assert run_cli("finetune", *flags, "--output-dir", workspace / "ft-for-rewiring", cwd=workspace).returncode == 0
+    out = workspace / "rewired"
+    result = run_cli("train-supernet", *flags, "--search-space", "small", "--rewire",
+                     "--rewire-from", workspace / "ft-for-rewiring", "--rewire-examples", 32,
+                     "--output-dir", out, cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((out / "epoch-1" / "nasprune.json").read_text())["rewiring"]
+    assert record["source"] == str(workspace / "ft-for-rewiring" / "epoch-1") and record["num_examples"] == 32
+    assert sorted(record["head"][0]) == list(range(4))
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -174,6 +187,8 @@ def test_finetune_resumes_instead_of_starting_over(workspace):
         (["run", "--model", "/no/such/model/dir", "--task", "rotten_tomatoes"], "could not load"),
         (["run", "--train-file", "garbage.csv", "--text-column", "sentence"], "garbage.csv"),
         (["run", "--epochs", "0"], "--epochs"),
+        (["run", "--rewire", "--rewire-importance", "magnitude"], "--rewire-importance"),
+        (["train-supernet", "--rewire-from", "somewhere", "--output-dir", "x"], "needs --rewire"),
     ],
 )
 def test_bad_input_gets_one_clear_message(workspace, args, message):

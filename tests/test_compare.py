@@ -81,10 +81,8 @@ def test_hypervolume_over_time_adds_the_checkpoint_training_time(tmp_path):
     run = cmp.load_run(write_run(tmp_path / "r", [[0.5, 0.5], [0.2, 0.8]], times=np.array([1.0, 2.0]),
                                  extra={"checkpoint": str(checkpoint)}))
     assert run.training_seconds == 15.0 and run.strategy == "full" and run.order == "natural"
-    (tmp_path / "rewired-model").mkdir()
-    (tmp_path / "rewired-model" / "rewiring.json").write_text("{}")
     (checkpoint / "nasprune.json").write_text(json.dumps(
-        {"strategy": "full", "base_model": str(tmp_path / "rewired-model"), "history": [{"seconds": 10.0}, {"seconds": 5.0}]}))
+        {"strategy": "full", "rewiring": {"importance": "fisher"}, "history": [{"seconds": 10.0}, {"seconds": 5.0}]}))
     assert run.order == "rewired" and run.group(["method", "order"]) == "nsga2/rewired"
     norm = cmp.make_normalisation([run], ["valid_error", "relative_params"])
     trace = cmp.run_trace(run, norm)
@@ -306,3 +304,27 @@ def test_grid_reads_yaml_json_and_python_configs(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"colour": 1}))
     with pytest.raises(SystemExit, match="unknown config keys"):
         grid.load_config(tmp_path / "bad.json")
+
+
+def test_grid_rewired_supernets_measure_importance_on_the_finetuned_checkpoint(tmp_path, monkeypatch):
+    grid = _grid_module()
+    config = {**grid.DEFAULTS, "output_dir": str(tmp_path), "methods": ["nsga2"], "rewire": [False, True],
+              "rewiring": {"num_examples": 64, "importance": "gradient"}}
+    jobs = {job.name: job for job in grid.build_jobs(config)}
+    assert list(jobs) == ["rotten_tomatoes/seed-0/finetune", "rotten_tomatoes/seed-0/supernet-small-full",
+                          "rotten_tomatoes/seed-0/ws-small-full/nsga2", "rotten_tomatoes/seed-0/supernet-small-full-rewired",
+                          "rotten_tomatoes/seed-0/ws-small-full-rewired/nsga2"]
+    seen = {}
+
+    def fake_train(model, data_options, training, space, folder, rewiring=None, **kwargs):
+        seen[Path(folder).name] = rewiring
+
+    import nasprune.workflows
+
+    monkeypatch.setattr(nasprune.workflows, "train_supernet", fake_train)
+    for name in ("supernet-small-full", "supernet-small-full-rewired"):
+        jobs[f"rotten_tomatoes/seed-0/{name}"].run()
+    assert seen["supernet-small-full"] is None
+    rewiring = seen["supernet-small-full-rewired"]
+    assert rewiring.source == str(tmp_path / "rotten_tomatoes" / "seed-0" / "finetune")
+    assert (rewiring.importance, rewiring.num_examples) == ("gradient", 64)

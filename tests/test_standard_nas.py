@@ -130,6 +130,19 @@ def test_worker_reads_a_json_config_and_refuses_unknown_variables(workspace, tmp
     assert "bogus" in capsys.readouterr().err
 
 
+def test_worker_measures_latency_once_when_asked(workspace, capsys, keep_torch_threads):
+    args = _worker_args(workspace, "--search_space", "layer", "--layer_0", 1, "--layer_1", 0, "--epochs", 2,
+                        "--measure_latency", 1, "--latency_batch_size", 2, "--latency_seq_length", 8)
+    assert worker.main(args) == 0
+    reports = retrieve(capsys.readouterr().out.splitlines())
+    assert [r["epoch"] for r in reports] == [1, 2]
+    assert reports[0]["latency_seconds"] > 0 and reports[0]["relative_latency"] > 0
+    # Timed once, before training: every epoch reports the same measurement.
+    assert reports[1]["latency_seconds"] == reports[0]["latency_seconds"]
+    assert worker.main(_worker_args(workspace, "--search_space", "layer", "--layer_0", 1, "--layer_1", 1, "--epochs", 1)) == 0
+    assert "relative_latency" not in retrieve(capsys.readouterr().out.splitlines())[0]
+
+
 # --- schedulers ---------------------------------------------------------------------------
 def test_pareto_rank_priority_ranks_the_new_result_itself():
     # The new result (last row) is third of four: MO-ASHA with reduction factor 3 must stop it.
@@ -194,6 +207,7 @@ def test_every_method_passes_the_fixed_hyperparameters(method):
         (dict(max_trials=3, method="hyperband"), "moasha"),
         (dict(max_trials=3, objectives=("params", "error")), "--objectives"),
         (dict(max_trials=3, search_space="huge"), "search space"),
+        (dict(max_trials=3, objectives=("error", "latency"), latency_batch_size=0), "--latency-batch-size"),
     ],
 )
 def test_impossible_budgets_and_bad_names_raise(workspace, tmp_path, budget, message):
@@ -297,6 +311,21 @@ def test_nsga2_trains_every_trial_for_all_epochs(workspace, tmp_path):
     assert full["relative_params"] == 1.0 and full["valid_error"] < 0.5  # the full model learnt
     searcher = result.tuner.scheduler.scheduler.searcher
     assert searcher.num_completed == 4 and searcher.num_pending == 0
+
+
+def test_latency_is_an_objective_of_standard_nas(workspace, tmp_path):
+    result = run_standard_nas(
+        str(workspace / "model"), _data_options(workspace), tmp_path, method="random_search", n_workers=2,
+        max_trials=3, epochs=1, sleep_time=0.3, objectives=("error", "latency", "params"),
+        latency_seq_length=8, **TRAINING,
+    )
+    metrics = ["valid_error", "relative_latency", "relative_params"]
+    assert result.summary["objectives"] == metrics
+    table = pd.read_csv(tmp_path / "results.csv")
+    assert len(table) == 3 and (table["relative_latency"] > 0).all() and (table["latency_seconds"] > 0).all()
+    assert table["pareto"].tolist() == analysis.pareto_mask(table[metrics].to_numpy()).tolist()
+    assert result.summary["hypervolume"] == pytest.approx(analysis.hypervolume(table[metrics].to_numpy(), [1.0] * 3))
+    assert all("relative_latency" in point for point in result.summary["pareto_set"])
 
 
 # --- our searchers in a plain Tuner, under asynchrony -----------------------------------------

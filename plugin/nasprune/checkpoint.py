@@ -43,6 +43,8 @@ class CheckpointInfo:
     label_names: list[str] | None = None
     training: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: set when the start model was rewired: importance kind, source model and permutation
+    rewiring: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     def save(self, directory: Path) -> None:

@@ -69,6 +69,17 @@ def _add_training_flags(parser: argparse.ArgumentParser, supernet: bool, epochs:
         )
         group.add_argument("--num-random-subnets", type=int, default=2, help="random sub-networks per step")
         group.add_argument("--temperature", type=float, default=10.0, help="distillation temperature")
+        group.add_argument(
+            "--rewire",
+            action="store_true",
+            help="sort each layer's heads and FFN units by importance before training, so that the "
+            "first-k spaces (small, medium) keep the most important ones. The importance comes from "
+            "--rewire-from, or from --model when it is already fine-tuned for the task; otherwise a "
+            "copy of --model is fine-tuned first (one more training run)",
+        )
+        group.add_argument("--rewire-from", help="a fine-tuned model or checkpoint to measure the importance on")
+        group.add_argument("--rewire-importance", default="fisher", help="fisher (Kwon et al. 2022) or gradient (Michel et al. 2019)")
+        group.add_argument("--rewire-examples", type=int, default=512, help="training examples for the importance")
 
 
 def _add_search_flags(parser: argparse.ArgumentParser, num_samples: int = 100) -> None:
@@ -80,14 +91,19 @@ def _add_search_flags(parser: argparse.ArgumentParser, num_samples: int = 100) -
     )
     group.add_argument("--num-samples", type=int, default=num_samples, help="sub-networks to evaluate")
     group.add_argument("--max-time", type=float, help="stop the search after this many seconds")
+    add_objective_flags(group)
+    group.add_argument("--eval-batch-size", type=int, default=128)
+
+
+def add_objective_flags(group: argparse._ArgumentGroup) -> None:
+    """``--objectives`` and the settings of the size objectives (the search and ``nas``)."""
     group.add_argument(
         "--objectives",
         default="error,params",
         help="'error' and one or more of params (relative parameter count), macs (relative MACs) "
-        "and latency (measured on the sliced model, relative to the full one)",
+        "and latency (the sliced sub-network timed against the full model)",
     )
     group.add_argument("--macs-seq-length", type=int, help="sequence length of the MAC count (default: --max-seq-length)")
-    group.add_argument("--eval-batch-size", type=int, default=128)
     group.add_argument("--latency-batch-size", type=int, default=1, help="batch size of the latency objective")
     group.add_argument("--latency-seq-length", type=int, help="sequence length of the latency objective (default: --max-seq-length)")
 

@@ -110,10 +110,9 @@ class Run:
 
     @property
     def order(self) -> str:
-        """``rewired`` when the checkpoint was trained from a model that :mod:`nasprune.rewiring`
-        reordered (its start model folder holds ``rewiring.json``), else ``natural``."""
-        base = self.checkpoint_info.get("base_model")
-        return "rewired" if base and (Path(base) / "rewiring.json").is_file() else "natural"
+        """``rewired`` when the super-network started from heads and units that
+        :mod:`nasprune.rewiring` sorted by importance (``train-supernet --rewire``), else ``natural``."""
+        return "rewired" if self.checkpoint_info.get("rewiring") else "natural"
 
     @property
     def training_seconds(self) -> float:
@@ -375,7 +374,7 @@ def _mean_std(values: pd.Series) -> str:
 
 
 # --- plots --------------------------------------------------------------------------------
-def _figure(width: float = 6.5, height: float = 4.5):
+def _figure(width: float = 8.0, height: float = 4.5):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -413,7 +412,7 @@ def plot_hypervolume_over_time(
     axes.set_ylabel("hypervolume")
     axes.set_title(title)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="x-small", loc="best")
+    _legend_outside(axes)
     return _save(figure, path)
 
 
@@ -444,14 +443,20 @@ def plot_error_vs_size(
         for level in SCORE_LEVELS:
             line = 1.0 - level * (1.0 - unpruned)
             axes.axhline(line, color="0.3", linestyle=":" if level < 1 else "--", linewidth=0.9)
-            axes.annotate(f"{level:.0%} of unpruned", (axes.get_xlim()[0], line), fontsize=7,
-                          xytext=(2, 2), textcoords="offset points", color="0.3")
+            # Labels at the right end, where the fronts reach the unpruned model, stay readable.
+            axes.annotate(f"{level:.0%} of unpruned", (axes.get_xlim()[1], line), fontsize=7, ha="right",
+                          xytext=(-2, 2), textcoords="offset points", color="0.3")
     axes.set_xlabel(size)
     axes.set_ylabel(error)
     axes.set_title(title)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="x-small", loc="best")
+    _legend_outside(axes)
     return _save(figure, path)
+
+
+def _legend_outside(axes) -> None:
+    # Many methods x seeds: a legend inside the axes would cover the fronts.
+    axes.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def plot_ranks(ranks: pd.DataFrame, path: Path, title: str) -> Path:

@@ -16,7 +16,9 @@ the same function: only the order in which a sub-network's first k heads/units a
 To rewire before super-network training (``train-supernet --rewire``), compute the importance on a
 *fine-tuned* model (the pre-trained model's classifier is random) and apply the permutation to the
 model the super-network starts from: fine-tuning does not reorder units, so head h of the
-fine-tuned model is head h of the pre-trained one.
+fine-tuned model is head h of the pre-trained one. :class:`RewiringOptions` names that fine-tuned
+model; without one, :func:`nasprune.workflows.train_supernet` uses the start model itself when it
+already has a trained task head, and fine-tunes a copy first when it does not.
 """
 
 from __future__ import annotations
@@ -34,6 +36,27 @@ from nasprune.subnet import ModelShape
 from nasprune.supernet import LayerModules, SuperNetwork, get_adapter
 
 IMPORTANCE_KINDS = ("fisher", "gradient")
+
+
+@dataclass
+class RewiringOptions:
+    """How to rewire the start model before super-network training (``--rewire``)."""
+
+    #: ``fisher`` (Kwon et al. 2022) or ``gradient`` (Michel et al. 2019)
+    importance: str = "fisher"
+    #: training examples the importance is estimated from
+    num_examples: int = 512
+    #: a fine-tuned model (folder or checkpoint) to measure the importance on; ``None``: the start
+    #: model, fine-tuned first if its task head is untrained
+    source: str | None = None
+
+    def validate(self) -> None:
+        if self.importance not in IMPORTANCE_KINDS:
+            raise NaspruneError(
+                f"unknown --rewire-importance {self.importance!r}; choose one of {', '.join(IMPORTANCE_KINDS)}"
+            )
+        if self.num_examples < 1:
+            raise NaspruneError(f"--rewire-examples must be at least 1, got {self.num_examples}")
 
 
 @dataclass(frozen=True)

@@ -239,6 +239,8 @@ def make_standard_nas_scheduler(
 # --- results --------------------------------------------------------------------------------
 #: What the worker reports per epoch, besides the objectives.
 REPORTED = ["valid_error", "test_error", "params", "relative_params", "macs", "relative_macs"]
+#: Reported too when latency is an objective.
+LATENCY_REPORTED = ["latency_seconds", "relative_latency"]
 
 
 def trial_status(epochs_run: int, epochs: int, syne_tune_status: str, scheduler_stopped: bool) -> str:
@@ -287,7 +289,7 @@ def best_epoch_table(
         row: dict[str, Any] = {"trial_id": trial_id}
         if space.num_variables <= 64:  # the large space's 37k bits stay in 'subnet' only
             row.update({f"config_{name}": int(value) for name, value in config.items()})
-        row.update({name: record[name] for name in REPORTED})
+        row.update({name: record[name] for name in REPORTED + LATENCY_REPORTED if name in record})
         row["best_epoch"] = int(record["epoch"])
         row["epochs"] = int(epochs_run[trial_id])
         row["status"] = trial_status(
@@ -454,6 +456,8 @@ def run_standard_nas(
     batch_size: int = 32,
     warmup_ratio: float = 0.1,
     macs_seq_length: int | None = None,
+    latency_batch_size: int = 1,
+    latency_seq_length: int | None = None,
     eval_batch_size: int = 128,
     num_threads: int | None = None,
     max_failures: int = 3,
@@ -475,7 +479,9 @@ def run_standard_nas(
     :param max_trials: Start at most this many trials, and let them finish.
     :param epochs: Fine-tuning epochs of a trial (MO-ASHA's ``max_t``).
     :param seed: Seeds the data split, the training and the search.
-    :param objectives: ``error`` followed by ``params`` and/or ``macs``.
+    :param objectives: ``error`` followed by one or more of ``params``, ``macs`` and ``latency``.
+    :param latency_batch_size: With ``latency``: the batch size each trial times its model at.
+    :param latency_seq_length: With ``latency``: the sequence length (default: ``max_seq_length``).
     :param num_threads: Torch threads per trial; default: the cores split across the workers.
     :param max_failures: Stop the search after more failed trials than this.
     :param sleep_time: How often (seconds) the tuner polls the trials.
@@ -489,7 +495,7 @@ def run_standard_nas(
     from syne_tune.results_callback import StoreResultsCallback
 
     from nasprune.spaces import get_search_space
-    from nasprune.workflows import REFERENCE_POINT, default_model
+    from nasprune.workflows import REFERENCE_POINT, check_latency_settings, default_model
 
     _check_budget(method, n_workers, epochs, max_wallclock_time, max_trials)
     metrics = _metric_columns(objectives)
@@ -516,6 +522,13 @@ def run_standard_nas(
     }
     if macs_seq_length is not None:
         fixed["macs_seq_length"] = macs_seq_length
+    if "relative_latency" in metrics:
+        check_latency_settings(latency_batch_size, latency_seq_length)
+        # Every trial times its own sliced sub-network and the full model in the same process, so
+        # the ratio holds even when workers share the cores and the absolute times are inflated.
+        fixed["measure_latency"] = 1
+        fixed["latency_batch_size"] = latency_batch_size
+        fixed["latency_seq_length"] = latency_seq_length or data_options.max_seq_length
     config_space = {**space.config_space, **fixed}
     initial_design = [{**point, **fixed} for point in space.initial_design()]
     scheduler = make_standard_nas_scheduler(method, config_space, metrics, epochs, initial_design, seed, space)
@@ -614,7 +627,7 @@ def _summary(
     model: str, task: str, method: str, seed: int, **fields: Any,
 ) -> dict[str, Any]:
     pareto = table[table["pareto"]].sort_values(metrics[1])
-    columns = ["valid_error", "test_error", "params", "relative_params", "macs", "relative_macs"]
+    columns = [c for c in REPORTED + LATENCY_REPORTED if c in table.columns]
     full_subnet = space.to_subnet(space.largest()).to_dict()
     full_rows = [r for r in table.itertuples() if json.loads(r.subnet) == full_subnet]
     full_model = None
@@ -665,7 +678,7 @@ def _write_outputs(
 # --- the command line -----------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``nasprune nas``."""
-    from nasprune.cli import _add_data_flags  # here: nasprune.cli imports this module
+    from nasprune.cli import _add_data_flags, add_objective_flags  # here: nasprune.cli imports this module
 
     _add_data_flags(parser)
     group = parser.add_argument_group("search")
@@ -680,8 +693,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget = group.add_mutually_exclusive_group(required=True)
     budget.add_argument("--max-wallclock-time", type=float, help="stop after this many seconds")
     budget.add_argument("--max-trials", type=int, help="start this many trials and let them finish")
-    group.add_argument("--objectives", default="error,params", help="error,params or error,macs")
-    group.add_argument("--macs-seq-length", type=int, help="sequence length of the MAC count")
+    add_objective_flags(group)  # with latency, each trial times its sub-network in its own process
     group.add_argument("--output-dir", required=True)
     training = parser.add_argument_group("training (every trial)")
     training.add_argument("--epochs", type=int, default=3, help="epochs per trial (MO-ASHA's max_t)")
@@ -718,6 +730,8 @@ def run_from_args(args: argparse.Namespace) -> StandardNASResult:
         batch_size=args.batch_size,
         warmup_ratio=args.warmup_ratio,
         macs_seq_length=args.macs_seq_length,
+        latency_batch_size=args.latency_batch_size,
+        latency_seq_length=args.latency_seq_length,
         eval_batch_size=args.eval_batch_size,
         num_threads=args.num_threads,
     )
@@ -726,21 +740,12 @@ def run_from_args(args: argparse.Namespace) -> StandardNASResult:
 
 
 def print_summary(result: StandardNASResult) -> None:
+    from nasprune.workflows import print_search_summary
+
     summary = result.summary
-    table = result.table
-    counts = table["status"].value_counts().to_dict()
-    print(
+    counts = result.table["status"].value_counts().to_dict()
+    print_search_summary(result, headline=(
         f"\n{summary['num_evaluated']} sub-networks fine-tuned in {summary['search_seconds']:.0f}s "
         f"({', '.join(f'{n} {s}' for s, n in counts.items())}); "
         f"hypervolume {summary['hypervolume']:.4f}"
-    )
-    full = summary["full_model"]
-    if full:
-        print(
-            f"full model: valid error {full['valid_error']:.4f}, test error {full['test_error']:.4f}, "
-            f"{full['params']:,} parameters"
-        )
-    print(f"Pareto set ({len(summary['pareto_set'])} sub-networks):")
-    print(result.files["pareto_table"].read_text())
-    for name, path in result.files.items():
-        print(f"{name:>17}: {path}")
+    ))

@@ -85,6 +85,9 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
     ("seed", int, 0, "seed of the data split and of training"),
     ("macs_seq_length", int, None, "sequence length of the MAC count (default: max_seq_length)"),
     ("eval_batch_size", int, 128, "evaluation batch size"),
+    ("measure_latency", int, 0, "1: also report the sliced sub-network's latency, relative to the full model"),
+    ("latency_batch_size", int, 1, "batch size of the latency measurement"),
+    ("latency_seq_length", int, None, "sequence length of the latency measurement (default: max_seq_length)"),
     ("num_threads", int, None, "torch CPU threads (default: $OMP_NUM_THREADS, else torch's choice)"),
 ]
 
@@ -265,6 +268,12 @@ def run_trial(args: argparse.Namespace, variables: dict[str, Any], report: Repor
         for split in ("validation", "test")
     }
     size = evaluators["validation"].size(subnet)
+    if args.measure_latency:
+        # Measured before training: slicing and timing do not depend on the weights' values.
+        from nasprune.workflows import LatencyObjective
+
+        latency = LatencyObjective(supernet, args.latency_batch_size, args.latency_seq_length or options.max_seq_length)
+        size.update(latency(subnet))
     trainer = Trainer(
         supernet,
         FixedSubnetStrategy(space, subnet),

@@ -32,6 +32,7 @@ from nasprune.checkpoint import (
 )
 from nasprune.errors import NaspruneError
 from nasprune.evaluation import SubnetEvaluator
+from nasprune.rewiring import RewiringOptions, rewire_by_importance
 from nasprune.search.loop import run_ask_tell
 from nasprune.search.registry import METHODS, make_scheduler
 from nasprune.spaces import SEARCH_SPACES, SearchSpace, get_search_space
@@ -139,13 +140,17 @@ def train_supernet(
     overwrite: bool = False,
     progress: bool = True,
     device: torch.device | None = None,
+    rewiring: RewiringOptions | None = None,
 ) -> Path:
     """Fine-tune ``model`` as a super-network (``config.strategy="standard"``: plainly) on a task.
 
     Writes ``output_dir/epoch-<n>/`` after every epoch and resumes from the last one found
-    there unless ``overwrite``. Returns the final checkpoint folder.
+    there unless ``overwrite``. Returns the final checkpoint folder. With ``rewiring`` the heads
+    and units of the start model are first sorted by importance (:mod:`nasprune.rewiring`).
     """
     config.validate()
+    if rewiring is not None:
+        rewiring.validate()
     model = model or default_model()
     output_dir = Path(output_dir)
     device = device or default_device()
@@ -171,6 +176,13 @@ def train_supernet(
     strategy = get_strategy(config.strategy, space, config.num_random_subnets)
 
     encoded = data.prepare(task_data, tokenizer, data_options.max_seq_length)
+    rewiring_record = CheckpointInfo.load(resume_from).rewiring if resume_from is not None else None
+    if rewiring is not None and resume_from is None:
+        # The start model's own weights, before any training step, are what gets reordered.
+        rewiring_record = _rewire_start_model(
+            supernet, str(model), rewiring, encoded["train"], tokenizer, task_data,
+            data_options, config, search_space, output_dir, overwrite, progress, device,
+        )
     train_loader = data.make_dataloader(
         encoded["train"], tokenizer, config.batch_size, shuffle=True, seed=config.seed, sort_by_length=True
     )
@@ -194,6 +206,7 @@ def train_supernet(
             label_names=task_data.label_names,
             training=asdict(config),
             history=[asdict(r) for r in history],
+            rewiring=rewiring_record,
         )
         path = save_checkpoint(output_dir / f"epoch-{epoch}", hf_model, tokenizer, info, state)
         for older in epoch_checkpoints(output_dir):
@@ -225,6 +238,56 @@ def train_supernet(
     )
     trainer.train()
     return epoch_checkpoints(output_dir)[-1]
+
+
+def _has_trained_task_head(hf_model: torch.nn.Module) -> bool:
+    # A checkpoint saved from a task model lists that class; a bare encoder (BertModel) does not.
+    saved_as = getattr(hf_model.config, "architectures", None) or []
+    return any(name.endswith(("ForSequenceClassification", "ForMultipleChoice")) for name in saved_as)
+
+
+def _rewire_start_model(
+    supernet: SuperNetwork,
+    model: str,
+    options: RewiringOptions,
+    train_split: Any,
+    tokenizer: Any,
+    task_data: data.TaskData,
+    data_options: DataOptions,
+    config: TrainingConfig,
+    search_space: str,
+    output_dir: Path,
+    overwrite: bool,
+    progress: bool,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Sort the heads and units of ``supernet`` by a fine-tuned model's importance; returns the record."""
+    source = options.source
+    if source is None and not _has_trained_task_head(supernet.model):
+        logger.info("rewiring: %s has no trained task head, so a copy is fine-tuned first to measure importance", model)
+        plain = TrainingConfig(**{**asdict(config), "strategy": "standard"})
+        source = str(train_supernet(model, data_options, plain, search_space, output_dir / "rewiring-finetune",
+                                    overwrite=overwrite, progress=progress, device=device))
+    if source is None:
+        judge = supernet
+    else:
+        if epoch_checkpoints(Path(source)):  # a training output folder: its last epoch
+            source = str(epoch_checkpoints(Path(source))[-1])
+        judge = SuperNetwork(load_hf_model(source, task_data.spec.kind, task_data.num_labels)).to(device)
+        if judge.shape != supernet.shape:
+            raise NaspruneError(f"--rewire-from {source} has shape {judge.shape}, the model to train {supernet.shape}")
+    sample = data.subsample(train_split, options.num_examples, config.seed)
+    loader = data.make_dataloader(sample, tokenizer, config.batch_size, shuffle=False, sort_by_length=True)
+    started = time.perf_counter()
+    permutation = rewire_by_importance(
+        judge, loader, task_data.spec.kind == "regression", options.num_examples, options.importance,
+        target=supernet,
+    )
+    moved = float(np.mean(permutation.head != np.arange(permutation.head.shape[1])))
+    logger.info("rewired by %s importance of %s on %d examples in %.1fs: %.0f%% of the heads moved",
+                options.importance, source or model, len(sample), time.perf_counter() - started, 100 * moved)
+    return {"importance": options.importance, "num_examples": len(sample), "source": source or model,
+            **permutation.to_dict()}
 
 
 # --- search ---------------------------------------------------------------------------------
@@ -268,6 +331,14 @@ class SearchOptions:
             raise NaspruneError(f"--max-time must be positive, got {self.max_time}")
         if self.eval_batch_size < 1:
             raise NaspruneError(f"--eval-batch-size must be at least 1, got {self.eval_batch_size}")
+        check_latency_settings(self.latency_batch_size, self.latency_seq_length)
+
+
+def check_latency_settings(batch_size: int, seq_length: int | None) -> None:
+    if batch_size < 1:
+        raise NaspruneError(f"--latency-batch-size must be at least 1, got {batch_size}")
+    if seq_length is not None and seq_length < 1:
+        raise NaspruneError(f"--latency-seq-length must be at least 1, got {seq_length}")
 
 
 @dataclass
@@ -489,6 +560,14 @@ def _training_config(args: Any, strategy: str) -> TrainingConfig:
     )
 
 
+def _rewiring_options(args: Any) -> RewiringOptions | None:
+    if not getattr(args, "rewire", False):
+        if getattr(args, "rewire_from", None):
+            raise NaspruneError("--rewire-from needs --rewire")
+        return None
+    return RewiringOptions(importance=args.rewire_importance, num_examples=args.rewire_examples, source=args.rewire_from)
+
+
 def _search_options(args: Any) -> SearchOptions:
     return SearchOptions(
         method=args.method,
@@ -520,6 +599,7 @@ def train_from_args(args: Any, strategy: str) -> Path:
         args.output_dir,
         overwrite=args.overwrite_output_dir,
         progress=not args.quiet,
+        rewiring=_rewiring_options(args),
     )
     print(f"checkpoint: {path}")
     return path
@@ -549,6 +629,7 @@ def run_from_args(args: Any) -> SearchResult:
     _check_task_given(args)
     options = _search_options(args)
     options.validate()  # fail on a bad --method or --objectives before an hour of training
+    rewiring = _rewiring_options(args)
     output_dir = Path(args.output_dir)
     start = time.perf_counter()
     checkpoint = train_supernet(
@@ -559,6 +640,7 @@ def run_from_args(args: Any) -> SearchResult:
         output_dir / "supernet",
         overwrite=args.overwrite_output_dir,
         progress=not args.quiet,
+        rewiring=rewiring,
     )
     result = search(checkpoint, options, output_dir, progress=not args.quiet)
     result.summary["total_seconds"] = time.perf_counter() - start
@@ -619,18 +701,21 @@ def export_from_args(args: Any) -> Path:
     return path
 
 
-def print_search_summary(result: SearchResult) -> None:
+def print_search_summary(result: SearchResult, headline: str | None = None) -> None:
+    """The run's headline, the full model, the Pareto table and the files written."""
     summary = result.summary
-    full = summary["full_model"]
-    print(
+    print(headline or (
         f"\n{summary['num_evaluated']} sub-networks evaluated in {summary['search_seconds']:.0f}s; "
         f"hypervolume {summary['hypervolume']:.4f}"
-    )
-    print(
-        f"full model: valid error {full['valid_error']:.4f}, test error {full['test_error']:.4f}, "
-        f"{full['params']:,} parameters"
-    )
+    ))
+    full = summary.get("full_model")
+    if full:
+        print(
+            f"full model: valid error {full['valid_error']:.4f}, test error {full['test_error']:.4f}, "
+            f"{full['params']:,} parameters"
+        )
     print(f"Pareto set ({len(summary['pareto_set'])} sub-networks):")
     print(result.files["pareto_table"].read_text())
+    width = max(map(len, result.files))
     for name, path in result.files.items():
-        print(f"{name:>13}: {path}")
+        print(f"{name:>{width}}: {path}")

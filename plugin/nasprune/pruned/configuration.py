@@ -17,39 +17,43 @@ from huggingface_hub.dataclasses import strict
 from transformers import BertConfig, RobertaConfig
 
 
-def _fill_layer_counts(config) -> None:
-    """Default to an unpruned model: every layer keeps all heads and all units."""
-    if config.heads_per_layer is None:
-        config.heads_per_layer = [config.num_attention_heads] * config.num_hidden_layers
-    if config.units_per_layer is None:
-        config.units_per_layer = [config.intermediate_size] * config.num_hidden_layers
-    # JSON gives plain lists; tuples or numpy integers from callers are normalised here so that
-    # configs compare and serialise the same whatever built them.
-    config.heads_per_layer = [int(h) for h in config.heads_per_layer]
-    config.units_per_layer = [int(u) for u in config.units_per_layer]
+class _PerLayerCountsMixin:
+    """What both families add to their config: per-layer head and unit counts, filled and checked."""
 
+    def __post_init__(self, **kwargs):
+        # Default to an unpruned model: every layer keeps all heads and all units.
+        if self.heads_per_layer is None:
+            self.heads_per_layer = [self.num_attention_heads] * self.num_hidden_layers
+        if self.units_per_layer is None:
+            self.units_per_layer = [self.intermediate_size] * self.num_hidden_layers
+        # JSON gives plain lists; tuples or numpy integers from callers are normalised here so that
+        # configs compare and serialise the same whatever built them.
+        self.heads_per_layer = [int(h) for h in self.heads_per_layer]
+        self.units_per_layer = [int(u) for u in self.units_per_layer]
+        super().__post_init__(**kwargs)
 
-def _check_layer_counts(config) -> None:
-    """Raise ``ValueError`` unless the per-layer counts fit the model dimensions."""
-    for name, counts, upper in (
-        ("heads_per_layer", config.heads_per_layer, config.num_attention_heads),
-        ("units_per_layer", config.units_per_layer, config.intermediate_size),
-    ):
-        if len(counts) != config.num_hidden_layers:
+    def validate_architecture(self):
+        """Part of the `@strict` validation: the per-layer counts must fit the model."""
+        super().validate_architecture()
+        for name, counts, upper in (
+            ("heads_per_layer", self.heads_per_layer, self.num_attention_heads),
+            ("units_per_layer", self.units_per_layer, self.intermediate_size),
+        ):
+            if len(counts) != self.num_hidden_layers:
+                raise ValueError(
+                    f"{name} has {len(counts)} entries but num_hidden_layers is {self.num_hidden_layers}"
+                )
+            if any(not 0 <= c <= upper for c in counts):
+                raise ValueError(f"{name} {counts} must lie in [0, {upper}]")
+        if self.hidden_size % self.num_attention_heads:
             raise ValueError(
-                f"{name} has {len(counts)} entries but num_hidden_layers is {config.num_hidden_layers}"
+                f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
+                f"{self.num_attention_heads}"
             )
-        if any(not 0 <= c <= upper for c in counts):
-            raise ValueError(f"{name} {counts} must lie in [0, {upper}]")
-    if config.hidden_size % config.num_attention_heads:
-        raise ValueError(
-            f"hidden_size {config.hidden_size} is not a multiple of num_attention_heads "
-            f"{config.num_attention_heads}"
-        )
 
 
 @strict
-class PrunedBertConfig(BertConfig):
+class PrunedBertConfig(_PerLayerCountsMixin, BertConfig):
     r"""Configuration of a BERT model whose layers keep different numbers of heads and FFN units.
 
     Args:
@@ -70,18 +74,9 @@ class PrunedBertConfig(BertConfig):
     heads_per_layer: list[int] | None = None
     units_per_layer: list[int] | None = None
 
-    def __post_init__(self, **kwargs):
-        _fill_layer_counts(self)
-        super().__post_init__(**kwargs)
-
-    def validate_architecture(self):
-        """Part of the `@strict` validation: the per-layer counts must fit the model."""
-        super().validate_architecture()
-        _check_layer_counts(self)
-
 
 @strict
-class PrunedRobertaConfig(RobertaConfig):
+class PrunedRobertaConfig(_PerLayerCountsMixin, RobertaConfig):
     r"""Configuration of a RoBERTa model whose layers keep different numbers of heads and FFN units.
 
     Args:
@@ -100,15 +95,6 @@ class PrunedRobertaConfig(RobertaConfig):
 
     heads_per_layer: list[int] | None = None
     units_per_layer: list[int] | None = None
-
-    def __post_init__(self, **kwargs):
-        _fill_layer_counts(self)
-        super().__post_init__(**kwargs)
-
-    def validate_architecture(self):
-        """Part of the `@strict` validation: the per-layer counts must fit the model."""
-        super().validate_architecture()
-        _check_layer_counts(self)
 
 
 __all__ = ["PrunedBertConfig", "PrunedRobertaConfig"]

@@ -236,6 +236,36 @@ class _PrunedBaseModelMixin:
         return output if return_dict else output.to_tuple()
 
 
+class _SequenceClassificationMixin:
+    """``[B, T]`` inputs -> the family's head (``_logits``) -> logits, and the HF loss for ``labels``."""
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> SequenceClassifierOutput | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.base_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self._logits(outputs)
+        loss = _sequence_classification_loss(self.config, logits, labels) if labels is not None else None
+        output = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+        return output if return_dict else output.to_tuple()
+
+
 class _MultipleChoiceMixin:
     """``[B, C, T]`` inputs -> pooled first token per choice -> one logit per choice."""
 
@@ -290,7 +320,7 @@ class PrunedBertModel(_PrunedBaseModelMixin, PrunedBertPreTrainedModel):
         self.post_init()
 
 
-class PrunedBertForSequenceClassification(PrunedBertPreTrainedModel):
+class PrunedBertForSequenceClassification(_SequenceClassificationMixin, PrunedBertPreTrainedModel):
     """Pruned BERT with BERT's classification / regression head (pooler -> dropout -> linear)."""
 
     _auto_class = "AutoModelForSequenceClassification"
@@ -303,31 +333,8 @@ class PrunedBertForSequenceClassification(PrunedBertPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> SequenceClassifierOutput | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.bert(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        logits = self.classifier(self.dropout(outputs.pooler_output))
-        loss = _sequence_classification_loss(self.config, logits, labels) if labels is not None else None
-        output = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
-        return output if return_dict else output.to_tuple()
+    def _logits(self, outputs: BaseModelOutputWithPooling) -> torch.Tensor:
+        return self.classifier(self.dropout(outputs.pooler_output))
 
 
 class PrunedBertForMultipleChoice(_MultipleChoiceMixin, PrunedBertPreTrainedModel):
@@ -362,7 +369,7 @@ class PrunedRobertaModel(_PrunedBaseModelMixin, PrunedRobertaPreTrainedModel):
         self.post_init()
 
 
-class PrunedRobertaForSequenceClassification(PrunedRobertaPreTrainedModel):
+class PrunedRobertaForSequenceClassification(_SequenceClassificationMixin, PrunedRobertaPreTrainedModel):
     """Pruned RoBERTa with RoBERTa's classification head, which reads the ``<s>`` token itself."""
 
     _auto_class = "AutoModelForSequenceClassification"
@@ -375,31 +382,8 @@ class PrunedRobertaForSequenceClassification(PrunedRobertaPreTrainedModel):
         self.classifier = RobertaClassificationHead(config)
         self.post_init()
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> SequenceClassifierOutput | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.roberta(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        logits = self.classifier(outputs.last_hidden_state)
-        loss = _sequence_classification_loss(self.config, logits, labels) if labels is not None else None
-        output = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
-        return output if return_dict else output.to_tuple()
+    def _logits(self, outputs: BaseModelOutputWithPooling) -> torch.Tensor:
+        return self.classifier(outputs.last_hidden_state)
 
 
 class PrunedRobertaForMultipleChoice(_MultipleChoiceMixin, PrunedRobertaPreTrainedModel):
