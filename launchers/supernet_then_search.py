@@ -11,6 +11,7 @@ weights, one pass over the validation split each, and scores the Pareto set on t
 import argparse
 from pathlib import Path
 
+from nasprune.rewiring import RewiringOptions
 from nasprune.search import METHODS
 from nasprune.training import TrainingConfig
 from nasprune.workflows import DataOptions, SearchOptions, print_search_summary, search, train_supernet
@@ -19,6 +20,9 @@ MODEL = None  # a HF name or path (BERT or RoBERTa family); None: the offline Mi
 DATA = DataOptions(task="rotten_tomatoes", max_seq_length=64, max_train_samples=6000, max_eval_samples=1000)
 SEARCH_SPACE = "small"  # small, small_pow2, medium, layer or large
 TRAINING = TrainingConfig(epochs=1, learning_rate=1e-4, strategy="full")  # full = sandwich + distillation
+# Sort heads and units by importance first, so that the first-k spaces keep the best ones:
+# RewiringOptions(source="ft-output") measures it on a `nasprune finetune` checkpoint.
+REWIRING: RewiringOptions | None = None
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -28,6 +32,6 @@ if __name__ == "__main__":
     args = parser.parse_args()
 
     # Stage 1 resumes from the last finished epoch in its folder when run again.
-    checkpoint = train_supernet(MODEL, DATA, TRAINING, SEARCH_SPACE, Path(args.output_dir) / "supernet")
+    checkpoint = train_supernet(MODEL, DATA, TRAINING, SEARCH_SPACE, Path(args.output_dir) / "supernet", rewiring=REWIRING)
     result = search(checkpoint, SearchOptions(method=args.method, num_samples=args.num_samples), args.output_dir)
     print_search_summary(result)

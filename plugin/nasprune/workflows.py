@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -179,10 +179,15 @@ def train_supernet(
     rewiring_record = CheckpointInfo.load(resume_from).rewiring if resume_from is not None else None
     if rewiring is not None and resume_from is None:
         # The start model's own weights, before any training step, are what gets reordered.
-        rewiring_record = _rewire_start_model(
-            supernet, str(model), rewiring, encoded["train"], tokenizer, task_data,
-            data_options, config, search_space, output_dir, overwrite, progress, device,
-        )
+        if rewiring.source is None and not _has_trained_task_head(hf_model):
+            logger.info("rewiring: %s has no trained task head; fine-tuning a copy to measure importance", model)
+            finetuned = train_supernet(
+                model, data_options, replace(config, strategy="standard"), search_space,
+                output_dir / "rewiring-finetune", overwrite=overwrite, progress=progress, device=device,
+            )
+            rewiring = replace(rewiring, source=str(finetuned))
+        rewiring_record = _rewire(supernet, rewiring, encoded["train"], tokenizer, task_data, config.batch_size, config.seed)
+        rewiring_record["source"] = rewiring_record["source"] or str(model)
     train_loader = data.make_dataloader(
         encoded["train"], tokenizer, config.batch_size, shuffle=True, seed=config.seed, sort_by_length=True
     )
@@ -246,47 +251,37 @@ def _has_trained_task_head(hf_model: torch.nn.Module) -> bool:
     return any(name.endswith(("ForSequenceClassification", "ForMultipleChoice")) for name in saved_as)
 
 
-def _rewire_start_model(
+def _rewire(
     supernet: SuperNetwork,
-    model: str,
     options: RewiringOptions,
     train_split: Any,
     tokenizer: Any,
     task_data: data.TaskData,
-    data_options: DataOptions,
-    config: TrainingConfig,
-    search_space: str,
-    output_dir: Path,
-    overwrite: bool,
-    progress: bool,
-    device: torch.device,
+    batch_size: int,
+    seed: int,
 ) -> dict[str, Any]:
-    """Sort the heads and units of ``supernet`` by a fine-tuned model's importance; returns the record."""
+    """Sort the heads and units of ``supernet`` by the importance measured on ``options.source``
+    (``None``: on ``supernet`` itself); returns what the checkpoint records."""
     source = options.source
-    if source is None and not _has_trained_task_head(supernet.model):
-        logger.info("rewiring: %s has no trained task head, so a copy is fine-tuned first to measure importance", model)
-        plain = TrainingConfig(**{**asdict(config), "strategy": "standard"})
-        source = str(train_supernet(model, data_options, plain, search_space, output_dir / "rewiring-finetune",
-                                    overwrite=overwrite, progress=progress, device=device))
-    if source is None:
-        judge = supernet
-    else:
+    judge = supernet
+    if source is not None:
         if epoch_checkpoints(Path(source)):  # a training output folder: its last epoch
             source = str(epoch_checkpoints(Path(source))[-1])
+        device = next(supernet.parameters()).device
         judge = SuperNetwork(load_hf_model(source, task_data.spec.kind, task_data.num_labels)).to(device)
         if judge.shape != supernet.shape:
             raise NaspruneError(f"--rewire-from {source} has shape {judge.shape}, the model to train {supernet.shape}")
-    sample = data.subsample(train_split, options.num_examples, config.seed)
-    loader = data.make_dataloader(sample, tokenizer, config.batch_size, shuffle=False, sort_by_length=True)
+    sample = data.subsample(train_split, options.num_examples, seed)
+    loader = data.make_dataloader(sample, tokenizer, batch_size, shuffle=False, sort_by_length=True)
     started = time.perf_counter()
     permutation = rewire_by_importance(
         judge, loader, task_data.spec.kind == "regression", options.num_examples, options.importance,
         target=supernet,
     )
     moved = float(np.mean(permutation.head != np.arange(permutation.head.shape[1])))
-    logger.info("rewired by %s importance of %s on %d examples in %.1fs: %.0f%% of the heads moved",
-                options.importance, source or model, len(sample), time.perf_counter() - started, 100 * moved)
-    return {"importance": options.importance, "num_examples": len(sample), "source": source or model,
+    logger.info("rewired by %s importance on %d examples in %.1fs: %.0f%% of the heads changed place",
+                options.importance, len(sample), time.perf_counter() - started, 100 * moved)
+    return {"importance": options.importance, "num_examples": len(sample), "source": source,
             **permutation.to_dict()}
 
 
