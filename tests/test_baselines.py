@@ -522,3 +522,8 @@ def test_rewiring_an_encoder_without_a_task_head_fine_tunes_a_copy_first(finetun
     with pytest.raises(NaspruneError, match="rewire-importance"):
         train_supernet(str(tmp_path / "encoder"), _tiny_data_options(root), config, "small", tmp_path / "x",
                        rewiring=RewiringOptions(importance="magnitude"))
+    # A run trained without rewiring cannot be resumed with it: the first step is long gone.
+    plain = TrainingConfig(epochs=2, learning_rate=1e-3, batch_size=16, strategy="standard")
+    with pytest.raises(NaspruneError, match="without --rewire"):
+        train_supernet(str(root / "model"), _tiny_data_options(root), plain, "small", root / "finetune",
+                       progress=False, rewiring=RewiringOptions(num_examples=16))

@@ -177,6 +177,11 @@ def train_supernet(
 
     encoded = data.prepare(task_data, tokenizer, data_options.max_seq_length)
     rewiring_record = CheckpointInfo.load(resume_from).rewiring if resume_from is not None else None
+    if rewiring is not None and resume_from is not None and rewiring_record is None:
+        raise NaspruneError(
+            f"{resume_from} was trained without --rewire, and rewiring only applies before the first "
+            "step; pass --overwrite-output-dir to start afresh with it, or leave --rewire out to resume"
+        )
     if rewiring is not None and resume_from is None:
         # The start model's own weights, before any training step, are what gets reordered.
         if rewiring.source is None and not _has_trained_task_head(hf_model):
