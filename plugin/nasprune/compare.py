@@ -388,8 +388,14 @@ def _save(figure, path: Path) -> Path:
     return analysis._write_atomic(path, lambda handle: figure.savefig(handle, format="png"), binary=True)
 
 
-def _colours(labels: Sequence[str]) -> dict[str, str]:
-    return {label: f"C{i % 10}" for i, label in enumerate(labels)}
+def _colours(labels: Sequence[str]) -> dict[str, Any]:
+    if len(labels) <= 10:
+        return {label: f"C{i}" for i, label in enumerate(labels)}
+    from matplotlib import colormaps
+
+    # Beyond ten methods the default cycle repeats; tab20 keeps up to twenty apart.
+    palette = colormaps["tab20"].colors
+    return {label: palette[i % len(palette)] for i, label in enumerate(labels)}
 
 
 def plot_hypervolume_over_time(
@@ -406,7 +412,8 @@ def plot_hypervolume_over_time(
         for label in sorted(traces):
             mean, std = mean_trace(traces[label], grid)
             axes.step(grid, mean, where="post", color=colours[label], label=f"{label} (n={len(traces[label])})")
-            axes.fill_between(grid, mean - std, mean + std, step="post", color=colours[label], alpha=0.15)
+            # A hypervolume is never negative; the band says so too.
+            axes.fill_between(grid, np.maximum(mean - std, 0.0), mean + std, step="post", color=colours[label], alpha=0.15)
         axes.set_xscale("log")
     axes.set_xlabel("wall-clock seconds (checkpoint training included)")
     axes.set_ylabel("hypervolume")
