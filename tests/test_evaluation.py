@@ -57,6 +57,27 @@ def test_measure_reports_error_and_exact_sizes():
     assert 0 < measured["relative_macs"] < 1
 
 
+def test_errors_are_remembered_only_while_the_weights_stay_fixed():
+    model = tiny_model("bert", "classification")
+    supernet = SuperNetwork(model)
+    loader = _loader(model, n_batches=4)
+    accuracy = lambda logits, labels: compute_metric("rte", logits, labels)
+    search = SubnetEvaluator(supernet, loader, accuracy, 16)
+    training = SubnetEvaluator(supernet, loader, accuracy, 16, cache_embeddings=False, remember_errors=False)
+    full = SubNetwork.full(supernet.shape)
+    before = training.error(full)
+    assert search.error(full) == pytest.approx(before)
+    with torch.no_grad():  # new weights: the classifier now always says class 2, which no label is
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([0.0, 0.0, 1.0]))
+    after = 1.0
+    assert after != pytest.approx(before)
+    assert training.error(full) == pytest.approx(after)  # measured again on the new weights
+    assert search.error(full) == pytest.approx(before)  # a search's weights are fixed: remembered
+    with pytest.raises(ValueError, match="remember_errors"):
+        SubnetEvaluator(supernet, loader, accuracy, journal="j.jsonl", remember_errors=False)
+
+
 def test_journal_resumes_without_evaluating_twice(tmp_path, monkeypatch):
     model = tiny_model("bert", "classification")
     supernet = SuperNetwork(model)

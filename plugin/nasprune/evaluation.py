@@ -50,6 +50,8 @@ class SubnetEvaluator:
         interrupted search resumes without evaluating anything twice; its first line
         is ``journal_key``, and a journal written for another key is started afresh
     :param journal_key: what the errors depend on (checkpoint, split, metric ...)
+    :param remember_errors: keep each sub-network's error, as in a search, where the weights are
+        fixed; ``False`` where they change between calls (during training)
     """
 
     def __init__(
@@ -61,13 +63,17 @@ class SubnetEvaluator:
         cache_embeddings: bool = True,
         journal: str | os.PathLike | None = None,
         journal_key: dict[str, Any] | None = None,
+        remember_errors: bool = True,
     ):
+        if journal is not None and not remember_errors:
+            raise ValueError("a journal records remembered errors: it needs remember_errors=True")
         self.supernet = supernet
         self.loader = loader
         self.metric = metric
         self.macs_seq_length = macs_seq_length
         self.counter = ParameterCounter(supernet.model)
         self.full_macs = count_macs(SubNetwork.full(supernet.shape), supernet.shape, macs_seq_length)
+        self.remember_errors = remember_errors
         self._errors: dict[SubNetwork, float] = {}  # configs that differ can share a sub-network
         self._journal = None if journal is None else self._open_journal(Path(journal), journal_key or {})
         self._cache: list[tuple] | None = None
@@ -101,7 +107,10 @@ class SubnetEvaluator:
         if subnet not in self._errors:
             logits, labels = self.predict(subnet)
             release_free_memory()  # the next sub-network's activations have other shapes
-            self._errors[subnet] = 1.0 - float(self.metric(logits, labels))
+            error = 1.0 - float(self.metric(logits, labels))
+            if not self.remember_errors:
+                return error
+            self._errors[subnet] = error
             if self._journal is not None:
                 line = json.dumps({"subnet": subnet.to_dict(), "error": self._errors[subnet]})
                 self._journal.write(line + "\n")

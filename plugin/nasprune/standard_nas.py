@@ -709,11 +709,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> StandardNASResult:
     """``nasprune nas``."""
-    from nasprune.cli import DEFAULT_TASK
-    from nasprune.workflows import DataOptions
+    from nasprune.workflows import DataOptions, _check_task_given
 
-    if args.task is None and args.train_file is None:
-        args.task = DEFAULT_TASK
+    _check_task_given(args)
     result = run_standard_nas(
         args.model,
         DataOptions.from_args(args),

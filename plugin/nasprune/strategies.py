@@ -117,6 +117,22 @@ class FullStrategy(Strategy):
         ]
 
 
+class FixedSubnetStrategy(Strategy):
+    """Every step trains one fixed sub-network on the labels: plain fine-tuning of a pruned model
+    (standard NAS trials, layer dropping). Not a super-network strategy, so not in ``STRATEGIES``."""
+
+    name = "fixed"
+
+    def __init__(self, subnet: SubNetwork):
+        # No search space: the Trainer only needs plan(), largest and smallest.
+        self.space = None
+        self.num_random_subnets = 0
+        self.largest = self.smallest = subnet
+
+    def plan(self, step, total_steps, rng):
+        return [TrainingTask(self.largest)]
+
+
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
     for cls in (

@@ -50,12 +50,18 @@ from syne_tune.utils.checkpoint import checkpoint_model_at_rung_level, resume_fr
 from nasprune import data
 from nasprune.errors import NaspruneError
 from nasprune.evaluation import SubnetEvaluator
-from nasprune.spaces import SearchSpace, get_search_space
-from nasprune.strategies import Strategy, TrainingTask
-from nasprune.subnet import SubNetwork
+from nasprune.spaces import get_search_space
+from nasprune.strategies import FixedSubnetStrategy
 from nasprune.supernet import SuperNetwork, load_hf_model
-from nasprune.training import Trainer, TrainingConfig
-from nasprune.workflows import DataOptions, _load_tokenizer, default_device, default_model
+from nasprune.training import Trainer
+from nasprune.workflows import (
+    DataOptions,
+    LatencyObjective,
+    _load_tokenizer,
+    _training_config,
+    default_device,
+    default_model,
+)
 
 logger = logging.getLogger("nasprune.worker")
 
@@ -138,19 +144,6 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace,
     return args, variables
 
 
-class FixedSubnetStrategy(Strategy):
-    """Every step trains one fixed sub-network on the labels: standard NAS fine-tuning."""
-
-    name = "fixed"
-
-    def __init__(self, space: SearchSpace, subnet: SubNetwork):
-        super().__init__(space, num_random_subnets=0)
-        self.subnet = subnet
-
-    def plan(self, step, total_steps, rng):
-        return [TrainingTask(self.subnet)]
-
-
 class TrialCheckpoint:
     """Everything a paused trial needs to go on: weights, trainer state, time spent, reports.
 
@@ -203,13 +196,6 @@ def _set_threads(num_threads: int | None) -> None:
         torch.set_num_threads(num_threads)
 
 
-def _error(evaluator: SubnetEvaluator, subnet: SubNetwork) -> float:
-    # Not SubnetEvaluator.error: it memoises per sub-network, as a search's weights are fixed;
-    # here they change every epoch.
-    logits, labels = evaluator.predict(subnet)
-    return 1.0 - float(evaluator.metric(logits, labels))
-
-
 def run_trial(args: argparse.Namespace, variables: dict[str, Any], report: Reporter | None = None) -> list[dict]:
     """Fine-tune the sub-network ``variables`` describe and report after every epoch.
 
@@ -218,29 +204,10 @@ def run_trial(args: argparse.Namespace, variables: dict[str, Any], report: Repor
     started = time.perf_counter()
     report = report or Reporter()
     _set_threads(args.num_threads)
-    config = TrainingConfig(
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        warmup_ratio=args.warmup_ratio,
-        strategy="standard",
-    )
+    # The worker's options carry the names of the nasprune command's flags.
+    config = _training_config(args, "standard")
     config.validate()
-    options = DataOptions(
-        task=args.task,
-        train_file=args.train_file,
-        validation_file=args.validation_file,
-        test_file=args.test_file,
-        text_column=args.text_column,
-        text_pair_column=args.text_pair_column,
-        label_column=args.label_column,
-        max_seq_length=args.max_seq_length,
-        max_train_samples=args.max_train_samples,
-        max_eval_samples=args.max_eval_samples,
-        max_test_samples=args.max_test_samples,
-        seed=args.seed,
-    )
+    options = DataOptions.from_args(args)
     task_data = options.load()
     model_path = args.model or default_model()
     tokenizer = _load_tokenizer(model_path)
@@ -264,19 +231,18 @@ def run_trial(args: argparse.Namespace, variables: dict[str, Any], report: Repor
             task_data.metric,
             macs_length,
             cache_embeddings=False,  # the embeddings are trained too
+            remember_errors=False,  # and every epoch changes the weights
         )
         for split in ("validation", "test")
     }
     size = evaluators["validation"].size(subnet)
     if args.measure_latency:
         # Measured before training: slicing and timing do not depend on the weights' values.
-        from nasprune.workflows import LatencyObjective
-
         latency = LatencyObjective(supernet, args.latency_batch_size, args.latency_seq_length or options.max_seq_length)
         size.update(latency(subnet))
     trainer = Trainer(
         supernet,
-        FixedSubnetStrategy(space, subnet),
+        FixedSubnetStrategy(subnet),
         train_loader,
         config,
         regression=task_data.spec.kind == "regression",
@@ -289,8 +255,8 @@ def run_trial(args: argparse.Namespace, variables: dict[str, Any], report: Repor
     def after_epoch(epoch: int, history: list, trainer_state: dict) -> None:
         result = {
             "epoch": epoch,
-            "valid_error": _error(evaluators["validation"], subnet),
-            "test_error": _error(evaluators["test"], subnet),
+            "valid_error": evaluators["validation"].error(subnet),
+            "test_error": evaluators["test"].error(subnet),
             **size,
             "train_loss": history[-1].train_loss,
             "elapsed_seconds": state.elapsed_before + time.perf_counter() - started,

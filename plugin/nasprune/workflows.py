@@ -176,7 +176,7 @@ def train_supernet(
     strategy = get_strategy(config.strategy, space, config.num_random_subnets)
 
     encoded = data.prepare(task_data, tokenizer, data_options.max_seq_length)
-    rewiring_record = CheckpointInfo.load(resume_from).rewiring if resume_from is not None else None
+    rewiring_record = info.rewiring if resume_from is not None else None
     if rewiring is not None and resume_from is not None and rewiring_record is None:
         raise NaspruneError(
             f"{resume_from} was trained without --rewire, and rewiring only applies before the first "
@@ -199,7 +199,8 @@ def train_supernet(
     valid_loader = data.make_dataloader(
         encoded["validation"], tokenizer, config.batch_size * 2, shuffle=False, sort_by_length=True
     )
-    evaluator = SubnetEvaluator(supernet, valid_loader, task_data.metric, cache_embeddings=False)
+    # The weights change every epoch: nothing to cache, nothing to remember.
+    evaluator = SubnetEvaluator(supernet, valid_loader, task_data.metric, cache_embeddings=False, remember_errors=False)
 
     def save(epoch: int, history: list, state: dict) -> None:
         info = CheckpointInfo(
@@ -270,8 +271,9 @@ def _rewire(
     source = options.source
     judge = supernet
     if source is not None:
-        if epoch_checkpoints(Path(source)):  # a training output folder: its last epoch
-            source = str(epoch_checkpoints(Path(source))[-1])
+        finished = epoch_checkpoints(Path(source))
+        if finished:  # a training output folder: its last epoch
+            source = str(finished[-1])
         device = next(supernet.parameters()).device
         judge = SuperNetwork(load_hf_model(source, task_data.spec.kind, task_data.num_labels)).to(device)
         if judge.shape != supernet.shape:

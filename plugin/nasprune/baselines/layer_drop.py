@@ -16,7 +16,7 @@ from typing import Iterable
 
 import numpy as np
 
-from nasprune.strategies import Strategy, TrainingTask
+from nasprune.strategies import FixedSubnetStrategy
 from nasprune.subnet import ModelShape, SubNetwork
 from nasprune.supernet import SuperNetwork
 from nasprune.training import Trainer, TrainingConfig
@@ -34,21 +34,6 @@ def layer_drop_subnets(shape: ModelShape, max_dropped: int | None = None) -> lis
     """``(k, sub-network)`` for k = 0 (the full model) .. ``max_dropped`` (default ``L - 1``)."""
     last = shape.num_layers - 1 if max_dropped is None else min(max_dropped, shape.num_layers - 1)
     return [(k, top_layers_dropped(shape, k)) for k in range(last + 1)]
-
-
-class FixedSubnetStrategy(Strategy):
-    """Every step trains one fixed sub-network on the labels (plain fine-tuning of a pruned model)."""
-
-    name = "fixed"
-
-    def __init__(self, subnet: SubNetwork):
-        # No search space: the Trainer only needs plan(), largest and smallest.
-        self.space = None
-        self.num_random_subnets = 0
-        self.largest = self.smallest = subnet
-
-    def plan(self, step, total_steps, rng):
-        return [TrainingTask(self.largest)]
 
 
 def finetune_subnet(

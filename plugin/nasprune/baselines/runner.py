@@ -113,7 +113,7 @@ class BaselineOptions:
 
     def training_config(self) -> TrainingConfig:
         return TrainingConfig(
-            epochs=max(self.epochs, 1),
+            epochs=self.epochs,  # 0: the callers skip training
             learning_rate=self.learning_rate,
             batch_size=self.batch_size,
             seed=self.seed,
@@ -235,12 +235,6 @@ def _full_model(run: _Run, valid: SubnetEvaluator, test: SubnetEvaluator) -> dic
     return valid.measure(full) | {"test_error": test.error(full)}
 
 
-def _tuned_error(evaluator: SubnetEvaluator, subnet: SubNetwork) -> float:
-    # predict() bypasses the evaluator's per-sub-network cache, which holds untuned errors.
-    logits, labels = evaluator.predict(subnet)
-    return 1.0 - float(evaluator.metric(logits, labels))
-
-
 def _run_rfp(run: _Run, output_dir: Path) -> dict[str, Any]:
     options = run.options
     valid, test = run.evaluators(run.supernet)
@@ -260,8 +254,9 @@ def _run_rfp(run: _Run, output_dir: Path) -> dict[str, Any]:
         if options.tune_masks:
             tuned = SuperNetwork(rfp.apply_scales(run.supernet.model, subnet, result.scales)).eval()
             tuned_valid, tuned_test = run.evaluators(tuned)
-            measured = valid.size(subnet) | {"valid_error": _tuned_error(tuned_valid, subnet)}
-            test_error = _tuned_error(tuned_test, subnet)
+            # Fresh evaluators of the tuned copy: their errors are the tuned ones.
+            measured = valid.size(subnet) | {"valid_error": tuned_valid.error(subnet)}
+            test_error = tuned_test.error(subnet)
             del tuned, tuned_valid, tuned_test
         else:
             measured, test_error = valid.measure(subnet), test.error(subnet)
@@ -292,7 +287,6 @@ def _run_layer_drop(run: _Run, output_dir: Path) -> dict[str, Any]:
     valid, test = run.evaluators(run.supernet)
     full_model = _full_model(run, valid, test)
     config = options.training_config()
-    config.epochs = options.epochs
     train_loader = run.train_loader() if options.epochs else None
     for k, subnet in layer_drop.layer_drop_subnets(run.supernet.shape):
         if k == 0 or options.epochs == 0:
