@@ -352,8 +352,11 @@ def _advance_teacher(states: list, block) -> None:
 
 def _tune_attention(states: list, m: LayerModules, heads: np.ndarray, shape: ModelShape, damping: float) -> np.ndarray:
     normal = _Normal(len(heads))
-    for student, teacher, ext_mask, tokens in states:
-        target = _attention_teacher(teacher, ext_mask, m, shape) - m.attn_out.bias - student
+    for state in states:
+        student, teacher, ext_mask, tokens = state
+        block = _attention_teacher(teacher, ext_mask, m, shape)
+        target = block - m.attn_out.bias - student
+        state[1] = m.attn_norm(block)  # the teacher's next state: computed once, here
         parts = _head_outputs(student, ext_mask, m, heads, shape.head_dim)[:, tokens].double()  # [K, M, d]
         goal = target[tokens].double()
         normal.gram += torch.einsum("kmd,jmd->kj", parts, parts).cpu()
@@ -362,10 +365,9 @@ def _tune_attention(states: list, m: LayerModules, heads: np.ndarray, shape: Mod
     values = _accept(normal, damping)
     scale = torch.as_tensor(values, dtype=states[0][0].dtype, device=states[0][0].device)
     for state in states:
-        student, teacher, ext_mask, _ = state
+        student, _, ext_mask, _ = state
         parts = _head_outputs(student, ext_mask, m, heads, shape.head_dim)
         state[0] = m.attn_norm(torch.einsum("k,kntd->ntd", scale, parts) + m.attn_out.bias + student)
-        state[1] = m.attn_norm(_attention_teacher(teacher, ext_mask, m, shape))
     return values
 
 
@@ -374,8 +376,11 @@ def _tune_ffn(states: list, m: LayerModules, units: np.ndarray, damping: float) 
     index = torch.as_tensor(units, device=states[0][0].device)
     w_out = m.ffn_out.weight[:, index].double()  # [d, K]
     w_gram = (w_out.T @ w_out).cpu()
-    for student, teacher, _, tokens in states:
-        target = (_ffn_teacher(teacher, m) - m.ffn_out.bias - student)[tokens].double()
+    for state in states:
+        student, teacher, _, tokens = state
+        block = _ffn_teacher(teacher, m)
+        target = (block - m.ffn_out.bias - student)[tokens].double()
+        state[1] = m.ffn_norm(block)  # the teacher's next state: computed once, here
         acts = _ffn_activations(student, m)[..., index][tokens].double()  # [M, K]
         # Column k of the design matrix is acts[:, k] (outer) w_out[:, k]: its Gram factorises.
         normal.gram += ((acts.T @ acts).cpu() * w_gram)
@@ -384,10 +389,9 @@ def _tune_ffn(states: list, m: LayerModules, units: np.ndarray, damping: float) 
     values = _accept(normal, damping)
     scale = torch.as_tensor(values, dtype=states[0][0].dtype, device=states[0][0].device)
     for state in states:
-        student, teacher = state[0], state[1]
+        student = state[0]
         acts = _ffn_activations(student, m)[..., index] * scale
         state[0] = m.ffn_norm(F.linear(acts, m.ffn_out.weight[:, index], m.ffn_out.bias) + student)
-        state[1] = m.ffn_norm(_ffn_teacher(teacher, m))
     return values
 
 
