@@ -211,6 +211,8 @@ def build_jobs(config: dict) -> list[Job]:
 
 def run_grid(config: dict, dry_run: bool = False) -> dict[str, str]:
     """Run every unfinished job; returns ``name -> status`` (also written to ``grid_status.json``)."""
+    from nasprune.analysis import write_json_atomic
+
     status: dict[str, str] = {}
     root = Path(config["output_dir"])
     for job in build_jobs(config):
@@ -230,9 +232,8 @@ def run_grid(config: dict, dry_run: bool = False) -> dict[str, str]:
                 status[job.name] = f"failed: {type(err).__name__}: {err}"
                 logger.error("%s failed:\n%s", job.name, traceback.format_exc())
         logger.info("%s: %s", job.name, status[job.name])
-        if not dry_run:
-            root.mkdir(parents=True, exist_ok=True)
-            (root / "grid_status.json").write_text(json.dumps(status, indent=2))
+        if not dry_run:  # rewritten after every job: atomically, so a crash cannot truncate it
+            write_json_atomic(status, root / "grid_status.json")
     return status
 
 
