@@ -93,6 +93,37 @@ def tiny_batch(model, batch: int = 3, seq_len: int = 9, num_choices: int = 2, se
     }
 
 
+#: The words of the tiny sentiment task: the first four say positive, the next four negative.
+SENTIMENT_WORDS = ["good", "great", "fine", "superb", "bad", "awful", "poor", "dull", "movie", "plot", "the", "a"]
+
+
+def write_tiny_bert(path, num_layers: int = 2, seed: int = 0, **overrides) -> None:
+    """Save a tiny random BERT classifier and a word-level tokenizer over :data:`SENTIMENT_WORDS`."""
+    from transformers import BertForSequenceClassification, BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *SENTIMENT_WORDS]
+    # transformers 5 ignores `vocab_file=` (every word becomes [UNK]); a vocab dict works.
+    tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)})
+    torch.manual_seed(seed)
+    BertForSequenceClassification(tiny_config("bert", num_layers=num_layers, vocab_size=len(vocab), **overrides)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+def write_sentiment_csv(path, n: int, seed: int, text_column: str = "text", label_column: str = "label",
+                        labels: tuple = (0, 1)) -> None:
+    """``n`` rows of 3-8 words; the label (``labels[1]`` positive) decides which words appear."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        label = int(rng.integers(0, 2))
+        pool = SENTIMENT_WORDS[:4] if label else SENTIMENT_WORDS[4:8]
+        text = " ".join(rng.choice(pool + SENTIMENT_WORDS[8:], size=int(rng.integers(3, 9))))
+        rows.append({text_column: text, label_column: labels[label]})
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
 def random_subnet(shape: ModelShape, seed: int, prefix: bool = False, min_keep: int = 0) -> SubNetwork:
     """Random masks; ``prefix`` keeps first-k heads/units, ``min_keep`` the least kept per layer."""
     rng = np.random.default_rng(seed)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import tiny_batch, tiny_model
+from conftest import tiny_batch, tiny_model, write_sentiment_csv, write_tiny_bert
 from nasprune.baselines import head_pruning, layer_drop, reference_model, rfp
 from nasprune.baselines.importance import Importance, logits_with_scales, mask_gradients
 from nasprune.counting import ParameterCounter, count_macs
@@ -19,14 +19,6 @@ from nasprune.rewiring import Permutation, apply_permutation, compute_importance
 from nasprune.subnet import ModelShape, SubNetwork
 from nasprune.supernet import SuperNetwork
 from nasprune.training import TrainingConfig, label_loss
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _labelled(model, n_batches=2, batch=6, seed=0):
@@ -343,43 +335,15 @@ def test_rewiring_moves_the_important_heads_first():
 
 
 # --- nasprune baseline end to end ------------------------------------------------------------
-WORDS = ["good", "great", "fine", "superb", "bad", "awful", "poor", "dull", "movie", "plot", "the", "a"]
-
-
-def _write_model(path, num_layers):
-    from transformers import BertForSequenceClassification, BertTokenizerFast
-
-    from conftest import tiny_config
-
-    path.mkdir()
-    vocab = path / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]))
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
-    config = tiny_config("bert", num_layers=num_layers, vocab_size=len(WORDS) + 5)
-    torch.manual_seed(num_layers)
-    BertForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-
-
-def _write_data(path, n, seed):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for _ in range(n):
-        label = int(rng.integers(0, 2))
-        pool = WORDS[:4] if label else WORDS[4:8]
-        rows.append({"text": " ".join(rng.choice(pool + WORDS[8:], size=int(rng.integers(3, 9)))), "label": label})
-    pd.DataFrame(rows).to_csv(path, index=False)
-
-
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
     from nasprune.workflows import DataOptions, train_supernet
 
     root = tmp_path_factory.mktemp("baselines")
-    _write_model(root / "model", num_layers=3)
-    _write_model(root / "small-model", num_layers=1)
+    write_tiny_bert(root / "model", num_layers=3, seed=3)
+    write_tiny_bert(root / "small-model", num_layers=1, seed=1)
     for split, n, seed in (("train", 64, 0), ("valid", 24, 1), ("test", 24, 2)):
-        _write_data(root / f"{split}.csv", n, seed)
+        write_sentiment_csv(root / f"{split}.csv", n, seed)
     data = DataOptions(train_file=str(root / "train.csv"), validation_file=str(root / "valid.csv"),
                        test_file=str(root / "test.csv"), max_seq_length=16)
     config = TrainingConfig(epochs=1, learning_rate=1e-3, batch_size=16, strategy="standard")

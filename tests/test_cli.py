@@ -5,42 +5,19 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import tiny_config
-
-WORDS = ["good", "great", "fine", "superb", "bad", "awful", "poor", "dull", "movie", "plot", "the", "a"]
-
-
-def _write_model(path, family="bert"):
-    from transformers import BertForSequenceClassification, BertTokenizerFast
-
-    path.mkdir()
-    vocab = path / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]))
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
-    config = tiny_config(family, num_layers=2, vocab_size=len(WORDS) + 5, initializer_range=0.02)
-    BertForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-
+from conftest import write_sentiment_csv, write_tiny_bert
 
 def _write_data(path, n, seed):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for _ in range(n):
-        label = int(rng.integers(0, 2))
-        pool = WORDS[:4] if label else WORDS[4:8]
-        text = " ".join(rng.choice(pool + WORDS[8:], size=int(rng.integers(3, 9))))
-        rows.append({"sentence": text, "sentiment": "pos" if label else "neg"})
-    pd.DataFrame(rows).to_csv(path, index=False)
+    write_sentiment_csv(path, n, seed, text_column="sentence", label_column="sentiment", labels=("neg", "pos"))
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    _write_model(root / "model")
+    write_tiny_bert(root / "model", num_layers=2, initializer_range=0.02)
     for split, n, seed in (("train", 96, 0), ("valid", 40, 1), ("test", 40, 2)):
         _write_data(root / f"{split}.csv", n, seed)
     return root

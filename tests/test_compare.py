@@ -11,20 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from nasprune import compare as cmp
 from nasprune.errors import NaspruneError
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_run(folder: Path, points, *, method="nsga2", seed=0, task="rte", full_error=0.2, extra=None, times=None):

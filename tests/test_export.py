@@ -34,16 +34,6 @@ from nasprune.supernet import SuperNetwork
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP threads that wait
-    for each other make these tests several times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def masked_logits(supernet: SuperNetwork, batch: dict, subnet: SubNetwork) -> torch.Tensor:
     supernet.mode = "mask"
     with torch.inference_mode(), supernet.select(subnet):

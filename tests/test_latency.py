@@ -15,16 +15,6 @@ from nasprune.supernet import SuperNetwork
 FAST = dict(warmup=1, repeats=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP threads that wait
-    for each other make these tests several times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.mark.parametrize("task", ["classification", "regression", "multiple_choice"])
 def test_measure_latency_reports_positive_statistics(task):
     model = tiny_model("bert", task)

@@ -20,7 +20,7 @@ from syne_tune.optimizer.schedulers.asha import Bracket
 from syne_tune.optimizer.schedulers.single_fidelity_scheduler import SingleFidelityScheduler
 from syne_tune.report import retrieve
 
-from conftest import tiny_config
+from conftest import write_tiny_bert
 from nasprune import analysis, worker
 from nasprune.errors import NaspruneError
 from nasprune.search import NSGA2, LocalSearch
@@ -37,29 +37,18 @@ from nasprune.standard_nas import (
 )
 from nasprune.subnet import ModelShape
 from nasprune.workflows import REFERENCE_POINT, DataOptions
-from test_cli import WORDS, _write_data
+from test_cli import _write_data
 
 METRICS = ["valid_error", "relative_params"]
 # Fast enough for the tiny model to learn within 3 epochs, so errors differ between epochs.
 TRAINING = dict(learning_rate=5e-3, batch_size=8, warmup_ratio=0.0)
 
 
-def _write_model(path):
-    """A tiny random BERT and a word-level tokenizer (transformers 5 ignores ``vocab_file=``)."""
-    from transformers import BertForSequenceClassification, BertTokenizerFast
-
-    path.mkdir()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(path)
-    config = tiny_config("bert", num_layers=2, vocab_size=len(vocab), initializer_range=0.02)
-    torch.manual_seed(0)  # the same model in every test session: trials learn the same way
-    BertForSequenceClassification(config).save_pretrained(path)
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("snas")
-    _write_model(root / "model")
+    # The same model in every test session: trials learn the same way.
+    write_tiny_bert(root / "model", num_layers=2, initializer_range=0.02)
     for split, n, seed in (("train", 96, 0), ("valid", 40, 1), ("test", 40, 2)):
         _write_data(root / f"{split}.csv", n, seed)
     return root
