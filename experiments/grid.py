@@ -1,5 +1,5 @@
-"""Run an experiment grid: tasks x search methods x search spaces x training strategies x seeds,
-plus the pruning baselines, by calling :mod:`nasprune.workflows` and :mod:`nasprune.baselines`
+"""Run an experiment grid: tasks x data seeds x search methods x search spaces x training strategies
+x seeds, plus the pruning baselines, by calling :mod:`nasprune.workflows` and :mod:`nasprune.baselines`
 directly (no subprocesses).
 
     python experiments/grid.py experiments/grid_example.yaml            # run (resumes)
@@ -14,11 +14,16 @@ The config is YAML (needs pyyaml), JSON, or a Python file that defines a ``CONFI
     <task>/seed-<s>/baselines/<method>/                   baseline results
     <task>/shared-seed-<s0>/{finetune,supernet-...}/      checkpoints, with share_checkpoints: true
 
+With ``data_seeds`` other than ``[0]``, every path gets one more level after the task:
+``<task>/data-seed-<d>/seed-<s>/...``.
+
 A job whose folder holds ``summary.json`` is finished and skipped; training resumes from its last
 finished epoch and a search from its evaluation journal, so an interrupted grid is resumed by
 running the same command again. ``nasprune compare OUTPUT_DIR --output-dir ...`` then compares
-everything. The grid seed drives training, search and baseline randomness; the data split seed
-(``data.seed``) stays fixed so that every seed sees the same splits.
+everything. The grid seed (``seeds``) drives training, search and baseline randomness only; the
+data seed (``data_seeds``, default ``[0]``) draws the train/validation/test split and the sample caps,
+so every seed of one data seed sees the same splits (``nasprune compare`` ranks them as one
+instance). List several data seeds to measure the variance over splits as well.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import runpy
 import sys
 import time
@@ -41,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
     "model": None,
     "tasks": ["rotten_tomatoes"],
     "seeds": [0],
+    # Seeds of the data split and sample caps: every training/search seed shares each split.
+    "data_seeds": [0],
     "search_spaces": ["small"],
     "strategies": ["full"],
     "methods": ["random_search"],
@@ -82,7 +90,13 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"unknown config keys: {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
     config = {**DEFAULTS, **raw}
-    for key in ("tasks", "seeds", "search_spaces", "strategies", "methods", "baselines", "rewire"):
+    if "seed" in (config["data"] or {}):
+        # The split seed has its own key (an axis); "data.seed" is what older configs wrote.
+        if "data_seeds" in raw:
+            raise SystemExit("give the data split seed once: data_seeds, not data.seed as well")
+        config["data"] = {k: v for k, v in config["data"].items() if k != "seed"}
+        config["data_seeds"] = raw["data"]["seed"]
+    for key in ("tasks", "seeds", "data_seeds", "search_spaces", "strategies", "methods", "baselines", "rewire"):
         if not isinstance(config[key], list):
             config[key] = [config[key]]
     return config
@@ -115,11 +129,21 @@ def _finished_checkpoint(folder: Path) -> Path | None:
     return epochs[-1] if CheckpointInfo.load(epochs[-1]).epoch >= int(target.read_text()) else None
 
 
-def _data_options(config: dict, task: str):
+def _data_options(config: dict, task: str, data_seed: int):
     from nasprune.workflows import DataOptions
 
     # "custom": the user's files named in the data section (train_file, ...), no built-in task.
-    return DataOptions(task=None if task == "custom" else task, **config["data"])
+    return DataOptions(task=None if task == "custom" else task, seed=data_seed, **config["data"]).with_absolute_files()
+
+
+def _data_overrides(config: dict) -> dict[str, Any]:
+    """What searches and baselines pass on top of a checkpoint's data options: the evaluation caps,
+    and the data files of the config (the config names them, so they need not lie beside the
+    checkpoint; see nasprune.workflows.checkpoint_data_options)."""
+    from nasprune.workflows import DATA_FILE_FLAGS
+
+    given = {name: os.path.abspath(config["data"][name]) for name in DATA_FILE_FLAGS if config["data"].get(name)}
+    return {**given, **config["eval"]}
 
 
 def _training_config(config: dict, section: str, seed: int, strategy: str):
@@ -128,8 +152,8 @@ def _training_config(config: dict, section: str, seed: int, strategy: str):
     return TrainingConfig(seed=seed, strategy=strategy, **config[section])
 
 
-def _train_job(config: dict, task: str, seed: int, space: str, strategy: str, folder: Path,
-               section: str = "training", rewire_from: Path | None = None) -> Job:
+def _train_job(config: dict, task: str, data_seed: int, seed: int, space: str, strategy: str, folder: Path,
+               name: str, section: str = "training", rewire_from: Path | None = None) -> Job:
     def run() -> Path:
         from nasprune.rewiring import RewiringOptions
         from nasprune.workflows import train_supernet
@@ -139,10 +163,10 @@ def _train_job(config: dict, task: str, seed: int, space: str, strategy: str, fo
         rewiring = RewiringOptions(**config["rewiring"], source=str(rewire_from)) if rewire_from else None
         folder.mkdir(parents=True, exist_ok=True)
         (folder / ".epochs").write_text(str(training.epochs))
-        return train_supernet(config["model"], _data_options(config, task), training, space, folder,
+        return train_supernet(config["model"], _data_options(config, task, data_seed), training, space, folder,
                               progress=False, rewiring=rewiring)
 
-    return Job(f"{task}/{folder.parent.name}/{folder.name}", folder, run, "train")
+    return Job(name, folder, run, "train")
 
 
 def _search_job(config: dict, seed: int, method: str, supernet: Path, folder: Path, name: str) -> Job:
@@ -154,7 +178,7 @@ def _search_job(config: dict, seed: int, method: str, supernet: Path, folder: Pa
         if "objectives" in settings:
             settings["objectives"] = tuple(settings["objectives"])
         options = SearchOptions(method=method, seed=seed, **settings)
-        return search(resolve_checkpoint(supernet), options, folder, config["eval"] or None, progress=False)
+        return search(resolve_checkpoint(supernet), options, folder, _data_overrides(config) or None, progress=False)
 
     return Job(name, folder, run, "results")
 
@@ -169,7 +193,8 @@ def _baseline_job(config: dict, seed: int, method: str, finetuned: Path, folder:
             if key in settings:
                 settings[key] = tuple(settings[key])
         options = BaselineOptions(method=method, seed=seed, **settings)
-        return run_baseline(resolve_checkpoint(finetuned), options, folder, config["eval"] or None, progress=False)
+        return run_baseline(resolve_checkpoint(finetuned), options, folder, _data_overrides(config) or None,
+                            progress=False)
 
     return Job(name, folder, run, "results")
 
@@ -178,30 +203,36 @@ def build_jobs(config: dict) -> list[Job]:
     """All jobs of the grid, in an order where every job's inputs come before it."""
     root = Path(config["output_dir"])
     jobs: list[Job] = []
-    for task in config["tasks"]:
-        for seed in config["seeds"]:
-            base = root / task / f"seed-{seed}"
-            # Where the checkpoints live and which seed trains them.
-            train_seed = config["seeds"][0] if config["share_checkpoints"] else seed
-            train_base = root / task / f"shared-seed-{train_seed}" if config["share_checkpoints"] else base
-            finetuned = train_base / "finetune"
-            if config["baselines"] or any(config["rewire"]):
-                jobs.append(_train_job(config, task, train_seed, "small", "standard", finetuned, section="finetune"))
-            for method in config["baselines"]:
-                folder = base / "baselines" / method
-                jobs.append(_baseline_job(config, seed, method, finetuned, folder, f"{task}/seed-{seed}/baseline/{method}"))
-            # No search methods: no super-network to train (a baselines-only grid).
-            for space in config["search_spaces"] if config["methods"] else []:
-                for strategy in config["strategies"]:
-                    for rewired in config["rewire"]:
-                        suffix = f"{space}-{strategy}" + ("-rewired" if rewired else "")
-                        supernet = train_base / f"supernet-{suffix}"
-                        jobs.append(_train_job(config, task, train_seed, space, strategy, supernet,
-                                               rewire_from=finetuned if rewired else None))
-                        for method in config["methods"]:
-                            folder = base / f"ws-{suffix}" / method
-                            jobs.append(_search_job(config, seed, method, supernet, folder,
-                                                    f"{task}/seed-{seed}/ws-{suffix}/{method}"))
+    # The default single split keeps the layout of grids written before data seeds existed.
+    split_levels = config["data_seeds"] != [0]
+    for task, data_seed, seed in ((t, d, s) for t in config["tasks"] for d in config["data_seeds"] for s in config["seeds"]):
+        prefix = f"{task}/data-seed-{data_seed}" if split_levels else task
+        base = root / prefix / f"seed-{seed}"
+        # Where the checkpoints live and which seed trains them.
+        train_seed = config["seeds"][0] if config["share_checkpoints"] else seed
+        train_base = root / prefix / f"shared-seed-{train_seed}" if config["share_checkpoints"] else base
+
+        def train_job(space: str, strategy: str, folder: Path, **kwargs: Any) -> Job:
+            name = folder.relative_to(root).as_posix()
+            return _train_job(config, task, data_seed, train_seed, space, strategy, folder, name, **kwargs)
+
+        finetuned = train_base / "finetune"
+        if config["baselines"] or any(config["rewire"]):
+            jobs.append(train_job("small", "standard", finetuned, section="finetune"))
+        for method in config["baselines"]:
+            folder = base / "baselines" / method
+            jobs.append(_baseline_job(config, seed, method, finetuned, folder, f"{prefix}/seed-{seed}/baseline/{method}"))
+        # No search methods: no super-network to train (a baselines-only grid).
+        for space in config["search_spaces"] if config["methods"] else []:
+            for strategy in config["strategies"]:
+                for rewired in config["rewire"]:
+                    suffix = f"{space}-{strategy}" + ("-rewired" if rewired else "")
+                    supernet = train_base / f"supernet-{suffix}"
+                    jobs.append(train_job(space, strategy, supernet, rewire_from=finetuned if rewired else None))
+                    for method in config["methods"]:
+                        folder = base / f"ws-{suffix}" / method
+                        jobs.append(_search_job(config, seed, method, supernet, folder,
+                                                f"{prefix}/seed-{seed}/ws-{suffix}/{method}"))
     # A shared checkpoint is one job, listed where it is first needed.
     unique: dict[str, Job] = {}
     for job in jobs:

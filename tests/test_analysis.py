@@ -75,6 +75,19 @@ def test_hypervolume_uses_the_fixed_normalisation():
         hypervolume(points, (1, 1), ([0.0, 1.0], [40.0, 1.0]))
 
 
+def test_the_reference_point_counts_the_unpruned_model():
+    from nasprune import analysis, workflows
+
+    assert analysis.REFERENCE_POINT == 1.1 and workflows.REFERENCE_POINT == analysis.REFERENCE_POINT
+    assert analysis.reference_point(3) == [1.1, 1.1, 1.1]
+    assert "1.1" in analysis.HYPERVOLUME_DEFINITION and "\n" not in analysis.HYPERVOLUME_DEFINITION
+    full_model = np.array([[0.2, 1.0]])  # relative size exactly 1: 0.9 x 0.1
+    assert hypervolume(full_model, analysis.reference_point(2)) == pytest.approx(0.09)
+    # A sub-network timed at 1.05 of the full model still counts; one at 1.1 does not.
+    assert hypervolume(np.array([[0.3, 1.05]]), analysis.reference_point(2)) == pytest.approx(0.8 * 0.05)
+    assert hypervolume(np.array([[0.3, 1.1]]), analysis.reference_point(2)) == 0.0
+
+
 def test_hypervolume_over_time_is_monotone():
     rng = np.random.default_rng(0)
     df = pd.DataFrame(

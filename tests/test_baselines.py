@@ -361,17 +361,20 @@ def _check_outputs(out, method):
     assert table["test_error"].notna().all() and table["elapsed_seconds"].is_monotonic_increasing
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == method and summary["objectives"] == ["valid_error", "relative_params"]
-    assert 0 <= summary["hypervolume"] <= 1 and summary["reference_point"] == [1.0, 1.0]
+    # Normalised units up to the reference point 1.1: at most 1.1 x 1.1.
+    assert 0 <= summary["hypervolume"] <= 1.1 * 1.1 and summary["reference_point"] == [1.1, 1.1]
+    assert summary["complete"] is True and "1.1" in summary["hypervolume_definition"]
     assert len(summary["pareto_set"]) == int(table["pareto"].sum()) >= 1
     assert (out / "pareto.png").stat().st_size > 0 and (out / "pareto.md").is_file()
     return table, summary
 
 
-def test_baseline_rfp_end_to_end(finetuned, tmp_path):
+def test_baseline_rfp_end_to_end(finetuned, tmp_path, monkeypatch):
     from nasprune.baselines import BaselineOptions, run_baseline
     from nasprune.export import subnet_from_row
 
     root, checkpoint = finetuned
+    monkeypatch.chdir(root)  # the checkpoint's data files are followed from the working directory
     options = BaselineOptions(method="rfp", budgets=(0.4, 0.7), num_importance_samples=32, num_tuning_samples=16, batch_size=8)
     run_baseline(checkpoint, options, tmp_path / "rfp", progress=False)
     table, summary = _check_outputs(tmp_path / "rfp", "rfp")
@@ -384,10 +387,11 @@ def test_baseline_rfp_end_to_end(finetuned, tmp_path):
         assert [len(h) for h in scales[trial]["heads"]] == subnet.heads_per_layer.tolist()
 
 
-def test_baseline_head_pruning_and_layer_drop_end_to_end(finetuned, tmp_path):
+def test_baseline_head_pruning_and_layer_drop_end_to_end(finetuned, tmp_path, monkeypatch):
     from nasprune.baselines import BaselineOptions, run_baseline
 
-    _, checkpoint = finetuned
+    root, checkpoint = finetuned
+    monkeypatch.chdir(root)
     run_baseline(checkpoint, BaselineOptions(method="head-pruning", prune_fraction=0.25, num_importance_samples=16),
                  tmp_path / "heads", progress=False)
     table, _ = _check_outputs(tmp_path / "heads", "head_pruning")
@@ -401,12 +405,13 @@ def test_baseline_head_pruning_and_layer_drop_end_to_end(finetuned, tmp_path):
     assert table["relative_params"].is_monotonic_decreasing and summary["search_space"] == "layer"
 
 
-def test_baseline_reference_model_and_cli_glue(finetuned, tmp_path, capsys):
+def test_baseline_reference_model_and_cli_glue(finetuned, tmp_path, capsys, monkeypatch):
     import argparse
 
     from nasprune.baselines import runner
 
     root, checkpoint = finetuned
+    monkeypatch.chdir(root)
     parser = argparse.ArgumentParser()
     parser.add_argument("--quiet", action="store_true")
     runner.add_arguments(parser)
@@ -488,6 +493,23 @@ def test_rewiring_an_encoder_without_a_task_head_fine_tunes_a_copy_first(finetun
                        rewiring=RewiringOptions(importance="magnitude"))
     # A run trained without rewiring cannot be resumed with it: the first step is long gone.
     plain = TrainingConfig(epochs=2, learning_rate=1e-3, batch_size=16, strategy="standard")
-    with pytest.raises(NaspruneError, match="without --rewire"):
+    with pytest.raises(NaspruneError, match="--rewire off -> importance=fisher"):
         train_supernet(str(root / "model"), _tiny_data_options(root), plain, "small", root / "finetune",
                        progress=False, rewiring=RewiringOptions(num_examples=16))
+
+
+def test_a_baseline_refuses_another_runs_folder_unless_told(finetuned, tmp_path, monkeypatch):
+    from nasprune.baselines import BaselineOptions, run_baseline
+
+    root, checkpoint = finetuned
+    monkeypatch.chdir(root)
+    out = tmp_path / "out"
+    run_baseline(checkpoint, BaselineOptions(method="head-pruning", prune_fraction=0.5, num_importance_samples=16),
+                 out, progress=False)
+    before = (out / "results.csv").read_text()
+    rfp_options = BaselineOptions(method="rfp", budgets=(0.5,), num_importance_samples=16, num_tuning_samples=8, batch_size=8)
+    with pytest.raises(NaspruneError, match="method: head_pruning there, rfp now"):
+        run_baseline(checkpoint, rfp_options, out, progress=False)
+    assert (out / "results.csv").read_text() == before  # nothing of the first run is lost
+    run_baseline(checkpoint, rfp_options, out, progress=False, overwrite=True)
+    assert json.loads((out / "summary.json").read_text())["method"] == "rfp"

@@ -128,16 +128,22 @@ def test_run_trains_searches_and_reports(workspace):
     pd.testing.assert_frame_equal(first[columns], second[columns])
 
 
-def test_finetune_resumes_instead_of_starting_over(workspace):
+def test_finetune_keeps_its_checkpoint_instead_of_starting_over(workspace):
+    # Resuming mid-run is tested in test_checkpoint_trust.py; here: the same command again keeps the
+    # finished checkpoint, and another --epochs (another learning-rate schedule) is refused.
     out = workspace / "finetuned"
     flags = [*_data_flags(workspace), "--batch-size", 32, "--output-dir", out]
     assert run_cli("finetune", *flags, "--epochs", 1, cwd=workspace).returncode == 0
     first = (out / "epoch-1" / "model.safetensors").read_bytes()
-    result = run_cli("finetune", *flags, "--epochs", 2, cwd=workspace)
+    result = run_cli("finetune", *flags, "--epochs", 1, cwd=workspace)
     assert result.returncode == 0, result.stderr
     assert (out / "epoch-1" / "model.safetensors").read_bytes() == first
-    info = json.loads((out / "epoch-2" / "nasprune.json").read_text())
-    assert info["strategy"] == "standard" and [h["epoch"] for h in info["history"]] == [1, 2]
+    info = json.loads((out / "epoch-1" / "nasprune.json").read_text())
+    assert info["strategy"] == "standard" and [h["epoch"] for h in info["history"]] == [1]
+    result = run_cli("finetune", *flags, "--epochs", 2, cwd=workspace)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--epochs 1 -> 2" in result.stderr and "--overwrite-output-dir" in result.stderr
+    assert [p.name for p in out.iterdir() if "epoch" in p.name] == ["epoch-1"]
 
 
 def test_train_supernet_rewires_by_a_finetuned_model(workspace):
@@ -161,7 +167,7 @@ def test_train_supernet_rewires_by_a_finetuned_model(workspace):
         (["run", "--method", "gradient_descent"], "unknown search method"),
         (["run", "--search-space", "huge", "--epochs", "1"], "unknown search space"),
         (["run", "--objectives", "error,speed"], "--objectives"),
-        (["run", "--model", "/no/such/model/dir", "--task", "rotten_tomatoes"], "could not load"),
+        (["run", "--model", "/no/such/model/dir", "--task", "rotten_tomatoes"], "model path /no/such/model/dir does not exist"),
         (["run", "--train-file", "garbage.csv", "--text-column", "sentence"], "garbage.csv"),
         (["run", "--epochs", "0"], "--epochs"),
         (["run", "--rewire", "--rewire-importance", "magnitude"], "--rewire-importance"),

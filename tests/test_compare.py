@@ -51,17 +51,26 @@ def write_run(folder: Path, points, *, method="nsga2", seed=0, task="rte", full_
 
 
 # --- hypervolume and ranks on hand-made inputs -----------------------------------------------
-def test_known_hypervolumes_with_both_normalisations(tmp_path):
+def test_known_hypervolumes_with_every_normalisation(tmp_path):
     a = cmp.load_run(write_run(tmp_path / "a", [[0.2, 0.8], [0.8, 0.2], [0.9, 0.9]]))
     b = cmp.load_run(write_run(tmp_path / "b", [[0.5, 0.5]], method="rfp", extra={"baseline": {}}))
     unit = cmp.make_normalisation([a, b], ["valid_error", "relative_params"])
-    assert unit.reference_point == (1.0, 1.0)
-    assert cmp.run_hypervolume(a, unit) == pytest.approx(0.28)
-    assert cmp.run_hypervolume(b, unit) == pytest.approx(0.25)
+    assert unit.reference_point == (1.1, 1.1)
+    # Two boxes 0.9 x 0.3 overlapping in 0.3 x 0.3; (0.9, 0.9) is dominated.
+    assert cmp.run_hypervolume(a, unit) == pytest.approx(0.27 + 0.27 - 0.09)
+    assert cmp.run_hypervolume(b, unit) == pytest.approx(0.6 * 0.6)
     task = cmp.make_normalisation([a, b], ["valid_error", "relative_params"], "task")
     # Bounds over all points of the task: error in [0.2, 0.9], size in [0.2, 0.9]; reference 1.1.
     assert task.bounds["rte"] == ([0.2, 0.2], [0.9, 0.9])
     assert cmp.run_hypervolume(b, task) == pytest.approx((1.1 - 3 / 7) ** 2)
+    paper = cmp.make_normalisation([a, b], ["valid_error", "relative_params"], "paper")
+    assert paper.reference_point == (2.0, 2.0)
+    # The four errors 0.2 < 0.5 < 0.8 < 0.9 (and the same sizes) become the quantiles 0, 1/3, 2/3, 1.
+    np.testing.assert_allclose(paper.transform("rte", a.table[["valid_error", "relative_params"]].to_numpy()),
+                               [[0, 2 / 3], [2 / 3, 0], [1, 1]], atol=1e-12)
+    assert cmp.run_hypervolume(b, paper) == pytest.approx((2 - 1 / 3) ** 2)
+    assert cmp.run_hypervolume(a, paper) == pytest.approx(2 * (2 * 4 / 3) - (4 / 3) ** 2)
+    assert json.loads(json.dumps(paper.to_dict()))["quantile_points"] == {"rte": 4}
     assert a.kind == "ws" and b.kind == "baseline" and a.group(["kind", "method"]) == "ws/nsga2"
 
 
@@ -78,11 +87,15 @@ def test_hypervolume_over_time_adds_the_checkpoint_training_time(tmp_path):
     norm = cmp.make_normalisation([run], ["valid_error", "relative_params"])
     trace = cmp.run_trace(run, norm)
     assert trace["seconds"].tolist() == [16.0, 17.0]
-    assert trace["hypervolume"].tolist() == pytest.approx([0.25, 0.25 + 0.3 * 0.2])
+    # Reference 1.1: 0.6 x 0.6, then (0.2, 0.8) adds 0.3 x 0.3.
+    assert trace["hypervolume"].tolist() == pytest.approx([0.36, 0.36 + 0.3 * 0.3])
     assert cmp.run_trace(run, norm, include_training_time=False)["seconds"].tolist() == [1.0, 2.0]
     mean, std = cmp.mean_trace([trace, trace.assign(hypervolume=[0.1, 0.2])], np.array([0.0, 16.0, 20.0]))
-    assert mean.tolist() == pytest.approx([0.0, 0.175, 0.255])
-    assert std.tolist() == pytest.approx([0.0, 0.075, 0.055])
+    assert mean.tolist() == pytest.approx([0.0, 0.23, 0.325])
+    assert std.tolist() == pytest.approx([0.0, 0.13, 0.125])
+    paper = cmp.run_trace(run, cmp.make_normalisation([run], ["valid_error", "relative_params"], "paper"))
+    # Quantiles of two points: (0.5, 0.5) -> (1, 0), then (0.2, 0.8) -> (0, 1); reference 2.
+    assert paper["hypervolume"].tolist() == pytest.approx([1 * 2, 2 + 2 - 1])
 
 
 def test_ranks_per_instance_with_ties():
@@ -137,26 +150,27 @@ def test_latex_tables_with_and_without_jinja2(monkeypatch):
 def test_compare_writes_tables_and_plots(tmp_path):
     root = tmp_path / "results"
     for seed in (0, 1):
-        write_run(root / f"ws-{seed}", [[0.2, 0.8], [0.8, 0.2]], seed=seed)  # hv 0.28
-        write_run(root / f"rfp-{seed}", [[0.5, 0.5]], method="rfp", seed=seed, extra={"baseline": {}})  # 0.25
-        write_run(root / f"snas-{seed}", [[0.1, 0.9]], method="moasha", seed=seed, extra={"n_workers": 2})  # 0.09
+        write_run(root / f"ws-{seed}", [[0.2, 0.8], [0.8, 0.2]], seed=seed)  # hv 0.45 (reference 1.1)
+        write_run(root / f"rfp-{seed}", [[0.5, 0.5]], method="rfp", seed=seed, extra={"baseline": {}})  # 0.36
+        write_run(root / f"snas-{seed}", [[0.1, 0.9]], method="moasha", seed=seed, extra={"n_workers": 2})  # 0.2
     write_run(root / "other-task", [[0.5, 0.5]], task="mrpc", extra={"baseline": {}}, method="rfp")
-    write_run(root / "other-task-ws", [[0.4, 0.5]], task="mrpc")  # 0.3
-    write_run(root / "other-task-ws-again", [[0.3, 0.5]], task="mrpc")  # 0.35: same seed, averaged
+    write_run(root / "other-task-ws", [[0.4, 0.5]], task="mrpc")  # 0.42
+    write_run(root / "other-task-ws-again", [[0.3, 0.5]], task="mrpc")  # 0.48: same seed, averaged
+    write_run(root / "interrupted", [[0.0, 0.0]], task="mrpc", extra={"complete": False})  # left out
     (root / "not-a-run").mkdir()
     result = cmp.compare([root], tmp_path / "out", num_bootstrap=200)
 
     per_run = result.runs.set_index(["task", "method", "seed"])["hypervolume"]
-    assert per_run[("rte", "ws/nsga2", 0)] == pytest.approx(0.28)
-    assert per_run[("rte", "baseline/rfp", 1)] == pytest.approx(0.25)
-    assert per_run[("rte", "snas/moasha", 0)] == pytest.approx(0.09)
+    assert per_run[("rte", "ws/nsga2", 0)] == pytest.approx(0.45)
+    assert per_run[("rte", "baseline/rfp", 1)] == pytest.approx(0.36)
+    assert per_run[("rte", "snas/moasha", 0)] == pytest.approx(0.2)
     ranks = result.ranks.set_index("method")
     assert ranks.loc["ws/nsga2", "mean_rank"] == 1.0  # best in all three instances
     assert ranks.loc["baseline/rfp", "mean_rank"] == pytest.approx(2.0)
     assert ranks.loc["snas/moasha", "mean_rank"] == 3.0
     hv = result.hypervolume.set_index("method")
-    assert hv.loc["ws/nsga2", "hypervolume rte"] == "0.2800 ± 0.0000"
-    assert hv.loc["ws/nsga2", "hypervolume mrpc"] == "0.3250 ± 0.0354"
+    assert hv.loc["ws/nsga2", "hypervolume rte"] == "0.4500 ± 0.0000"
+    assert hv.loc["ws/nsga2", "hypervolume mrpc"] == "0.4500 ± 0.0424"  # 0.42 and 0.48
     assert hv.loc["snas/moasha", "hypervolume mrpc"] == ""
 
     out = tmp_path / "out"
@@ -166,7 +180,8 @@ def test_compare_writes_tables_and_plots(tmp_path):
         assert (out / name).stat().st_size > 0, name
     assert (out / "ranks.png").read_bytes()[:4] == b"\x89PNG"
     settings = json.loads((out / "comparison.json").read_text())
-    assert settings["normalisation"]["reference_point"] == [1.0, 1.0] and len(settings["runs"]) == 9
+    assert settings["normalisation"]["reference_point"] == [1.1, 1.1] and len(settings["runs"]) == 9
+    assert str(root / "interrupted") not in settings["runs"]
     compression = result.compression.set_index(["task", "method"])
     # Unpruned error 0.2 (median of full_model): within 90% means error <= 0.28.
     assert compression.loc[("rte", "ws/nsga2"), "relative_params @90%"] == pytest.approx(0.8)
@@ -319,3 +334,17 @@ def test_grid_rewired_supernets_measure_importance_on_the_finetuned_checkpoint(t
     rewiring = seen["supernet-small-full-rewired"]
     assert rewiring.source == str(tmp_path / "rotten_tomatoes" / "seed-0" / "finetune")
     assert (rewiring.importance, rewiring.num_examples) == ("gradient", 64)
+
+
+def test_runs_on_different_data_splits_are_different_instances():
+    from nasprune.compare import average_ranks, instance_ranks
+
+    # Method a wins on split 0, b on split 1, each with training seed 0: two instances, one win each.
+    scores = pd.DataFrame(
+        {"task": ["t"] * 4, "data_seed": [0, 0, 1, 1], "seed": [0] * 4,
+         "method": ["a", "b", "a", "b"], "score": [0.5, 0.4, 0.3, 0.6]}
+    )
+    ranked = instance_ranks(scores)
+    assert ranked["rank"].tolist() == [1.0, 2.0, 2.0, 1.0]
+    table = average_ranks(ranked, num_bootstrap=0)
+    assert table["mean_rank"].tolist() == [1.5, 1.5] and table["instances"].tolist() == [2, 2]

@@ -78,7 +78,7 @@ def test_errors_are_remembered_only_while_the_weights_stay_fixed():
         SubnetEvaluator(supernet, loader, accuracy, journal="j.jsonl", remember_errors=False)
 
 
-def test_journal_resumes_without_evaluating_twice(tmp_path, monkeypatch):
+def test_journal_resumes_without_evaluating_twice(tmp_path, monkeypatch, caplog):
     model = tiny_model("bert", "classification")
     supernet = SuperNetwork(model)
     loader = _loader(model)
@@ -96,6 +96,14 @@ def test_journal_resumes_without_evaluating_twice(tmp_path, monkeypatch):
     monkeypatch.setattr(resumed, "predict", lambda subnet: pytest.fail("evaluated twice"))
     assert [resumed.error(s) for s in subnets] == errors
 
-    other = SubnetEvaluator(supernet, loader, metric, 16, journal=journal, journal_key={"checkpoint": "b"})
+    with caplog.at_level("WARNING", logger="nasprune"):
+        other = SubnetEvaluator(supernet, loader, metric, 16, journal=journal, journal_key={"checkpoint": "b"})
     assert other.num_resumed == 0
     assert journal.read_text().splitlines() == ['{"checkpoint": "b"}']
+    # One line that says why the errors are measured again.
+    notices = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(notices) == 1 and "settings: checkpoint: evaluating afresh" in notices[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="nasprune"):
+        again = SubnetEvaluator(supernet, loader, metric, 16, journal=journal, journal_key={"checkpoint": "b"})
+    assert again.num_resumed == 0 and not caplog.records  # the same key: no notice

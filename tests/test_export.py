@@ -321,7 +321,8 @@ def test_onnx_export_matches_torch(family, task, tmp_path):
     path = export_onnx(pruned, tmp_path / "model.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    assert names == ["input_ids", "attention_mask"]
+    # Both tiny families have two token types, so the graph takes the segment ids too.
+    assert names == ["input_ids", "attention_mask", "token_type_ids"]
     # Other batch and sequence sizes than the export example: the axes are dynamic.
     for batch_size, seq_len in ((3, 9), (1, 5)):
         batch = tiny_batch(pruned, batch=batch_size, seq_len=seq_len)

@@ -36,7 +36,8 @@ from nasprune.standard_nas import (
     run_standard_nas,
 )
 from nasprune.subnet import ModelShape
-from nasprune.workflows import REFERENCE_POINT, DataOptions
+from nasprune.analysis import HYPERVOLUME_DEFINITION, REFERENCE_POINT
+from nasprune.workflows import DataOptions
 from test_cli import _write_data
 
 METRICS = ["valid_error", "relative_params"]
@@ -93,7 +94,7 @@ def test_worker_resumes_from_its_checkpoint(workspace, tmp_path, capsys, keep_to
     assert worker.main([*args, "--epochs", "1"]) == 0
     first = retrieve(capsys.readouterr().out.splitlines())
     assert [r["epoch"] for r in first] == [1]
-    assert (checkpoint / worker.CHECKPOINT_FILE).is_file()
+    assert (checkpoint / worker.TrialCheckpoint.POINTER).is_file()
     report = first[0]
     assert 0 < report["relative_params"] < 1 and 0 <= report["valid_error"] <= 1
     assert {"test_error", "params", "macs", "relative_macs", "elapsed_seconds"} <= set(report)
@@ -103,8 +104,13 @@ def test_worker_resumes_from_its_checkpoint(workspace, tmp_path, capsys, keep_to
     assert [r["epoch"] for r in second] == [2]  # epoch 1 is not trained again
     assert second[0]["params"] == report["params"]
     assert second[0]["elapsed_seconds"] > report["elapsed_seconds"]  # time adds up over resumptions
-    state = torch.load(checkpoint / worker.CHECKPOINT_FILE, weights_only=False)
-    assert state["epoch"] == 2 and [r["epoch"] for r in state["reports"]] == [1, 2]
+    # Only the last epoch is kept, as safetensors and JSON.
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["epoch-2", "latest.json"]
+    progress = json.loads((checkpoint / "epoch-2" / worker.TrialCheckpoint.PROGRESS).read_text())
+    assert progress["epoch"] == 2 and [r["epoch"] for r in progress["reports"]] == [1, 2]
+    assert sorted(p.name for p in (checkpoint / "epoch-2").iterdir()) == [
+        "model.safetensors", "training_state.json", "training_state.safetensors", "trial.json"
+    ]
 
 
 def test_worker_reads_a_json_config_and_refuses_unknown_variables(workspace, tmp_path, capsys, keep_torch_threads):
@@ -256,7 +262,8 @@ def _check_against_syne_tune(result, epochs):
     assert table["pareto"].tolist() == analysis.pareto_mask(table[METRICS].to_numpy()).tolist()
     summary = result.summary
     hypervolume = analysis.hypervolume(table[METRICS].to_numpy(), [REFERENCE_POINT] * 2)
-    assert summary["hypervolume"] == pytest.approx(hypervolume) and summary["reference_point"] == [1.0, 1.0]
+    assert summary["hypervolume"] == pytest.approx(hypervolume) and summary["reference_point"] == [REFERENCE_POINT] * 2
+    assert summary["hypervolume_definition"] == HYPERVOLUME_DEFINITION
     assert len(summary["pareto_set"]) == table["pareto"].sum()
     trace = pd.read_csv(result.output_dir / "hypervolume_over_time.csv")
     assert len(trace) == len(reports) and trace["hypervolume"].is_monotonic_increasing
@@ -313,7 +320,7 @@ def test_latency_is_an_objective_of_standard_nas(workspace, tmp_path):
     table = pd.read_csv(tmp_path / "results.csv")
     assert len(table) == 3 and (table["relative_latency"] > 0).all() and (table["latency_seconds"] > 0).all()
     assert table["pareto"].tolist() == analysis.pareto_mask(table[metrics].to_numpy()).tolist()
-    assert result.summary["hypervolume"] == pytest.approx(analysis.hypervolume(table[metrics].to_numpy(), [1.0] * 3))
+    assert result.summary["hypervolume"] == pytest.approx(analysis.hypervolume(table[metrics].to_numpy(), [REFERENCE_POINT] * 3))
     assert all("relative_latency" in point for point in result.summary["pareto_set"])
 
 

@@ -1,9 +1,22 @@
 """Pareto sets, hypervolume, plots, tables and atomic result files.
 
 All objectives are minimised (errors, relative sizes, latencies). Comparing searches by
-hypervolume needs the *same* normalisation and reference point for every method (Klein et
-al. 2024 normalise each objective per data set and use the reference point (2, 2)), so
+hypervolume needs the *same* normalisation and reference point for every method, so
 :func:`hypervolume` takes fixed bounds rather than deriving them from the points.
+
+The hypervolume of nasprune (one definition everywhere)
+--------------------------------------------------------
+Every ``summary.json`` (searches, baselines, standard NAS) and ``nasprune compare``'s default
+``unit`` mode report the hypervolume of a run's points in *normalised units*, where each
+objective is already a fraction: the error is ``1 - metric`` and every size or latency is
+relative to the unpruned model (which sits at exactly 1). The reference point is
+:data:`REFERENCE_POINT` (1.1) in every objective, beyond the unpruned model, so the unpruned
+model and a sub-network timed at or slightly above it still add volume; a point that is not
+strictly below the reference point in every objective adds nothing. :data:`HYPERVOLUME_DEFINITION`
+states this in one line, and every ``summary.json`` carries it.
+
+Klein et al. 2024 instead quantile-normalise each objective per data set over all compared
+runs and use the reference point (2, 2); ``nasprune compare --normalisation paper`` offers that.
 """
 
 from __future__ import annotations
@@ -21,6 +34,20 @@ from pymoo.indicators.hv import HV
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 Bounds = tuple[Sequence[float], Sequence[float]]
+
+#: The reference point of every reported hypervolume, per objective, in normalised units.
+REFERENCE_POINT = 1.1
+#: The one-line statement of that definition, written into every ``summary.json``.
+HYPERVOLUME_DEFINITION = (
+    f"hypervolume dominated by the points up to the reference point {REFERENCE_POINT} in every "
+    "objective, all minimised in normalised units: error = 1 - metric, sizes and latency relative "
+    "to the unpruned model (which scores 1); points not strictly below the reference point add nothing"
+)
+
+
+def reference_point(num_objectives: int) -> list[float]:
+    """:data:`REFERENCE_POINT` for each of ``num_objectives`` objectives."""
+    return [REFERENCE_POINT] * num_objectives
 
 
 # --- Pareto sets ------------------------------------------------------------------------
@@ -48,7 +75,8 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
 
 
 # --- hypervolume ------------------------------------------------------------------------
-def _normalise(points: np.ndarray, bounds: Bounds | None) -> np.ndarray:
+def normalise(points: np.ndarray, bounds: Bounds | None) -> np.ndarray:
+    """``(points - lower) / (upper - lower)`` per objective; ``bounds=None`` returns ``points``."""
     if bounds is None:
         return points
     lower = np.asarray(bounds[0], dtype=float)
@@ -88,7 +116,7 @@ def hypervolume(
             f"points have {points.shape[1]} objectives, the reference point {reference.size}"
         )
     points = points[np.all(np.isfinite(points), axis=1)]
-    points = _normalise(points, bounds)
+    points = normalise(points, bounds)
     # Points outside the box add nothing; dropping them spares the backend edge cases.
     points = points[np.all(points < reference, axis=1)]
     if len(points) == 0:

@@ -7,10 +7,11 @@ Flags follow the HuggingFace example scripts (``--model``, ``--task``, ``--max-s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from nasprune.errors import NaspruneError
 
@@ -40,6 +41,19 @@ def _add_data_flags(parser: argparse.ArgumentParser, with_model: bool = True) ->
         group.add_argument("--label-column", help="name of the label column")
         group.add_argument("--max-seq-length", type=int, default=128, help="truncate inputs to this many tokens")
         group.add_argument("--max-train-samples", type=int, help="use at most this many training examples")
+    else:
+        # Commands that read a checkpoint take its data settings; these replace them.
+        overrides = "instead of the one the checkpoint names"
+        group.add_argument("--train-file", help=f"training file {overrides} (the checkpoint's file is only "
+                           "followed inside its own folder, the working directory or the folders of files "
+                           "given here)")
+        group.add_argument("--validation-file", help=f"validation file {overrides}")
+        group.add_argument("--test-file", help=f"test file {overrides}")
+        group.add_argument(
+            "--data-seed", type=int,
+            help="seed of the data split and the sample caps; default: the checkpoint's (another seed puts "
+            "some of its training examples into the validation and test splits)",
+        )
     group.add_argument("--max-eval-samples", type=int, help="use at most this many validation examples")
     group.add_argument("--max-test-samples", type=int, help="use at most this many test examples")
 
@@ -50,7 +64,12 @@ def _add_training_flags(parser: argparse.ArgumentParser, supernet: bool, epochs:
     group.add_argument("--learning-rate", type=float, default=2e-5)
     group.add_argument("--batch-size", type=int, default=32)
     group.add_argument("--warmup-ratio", type=float, default=0.1)
-    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--seed", type=int, default=0, help="seed of training and search (not of the data split)")
+    group.add_argument(
+        "--data-seed", type=int, default=0,
+        help="seed of the train/validation/test split and the sample caps; keep it fixed across --seed "
+        "values so that runs are compared on the same data",
+    )
     group.add_argument(
         "--overwrite-output-dir",
         action="store_true",
@@ -150,8 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="search the sub-networks of a trained super-network")
     search.add_argument("--checkpoint", required=True, help="a checkpoint folder or a training --output-dir")
     search.add_argument("--search-space", help="default: the space the super-network was trained for")
-    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--seed", type=int, default=0, help="seed of the search (the data split follows --data-seed)")
     search.add_argument("--output-dir", required=True)
+    search.add_argument(
+        "--overwrite-output-dir",
+        action="store_true",
+        help="replace the results of another search in --output-dir (and its journal of evaluated "
+        "sub-networks) instead of refusing; the same search resumes without it",
+    )
     _add_data_flags(search, with_model=False)
     _add_search_flags(search)
     export = commands.add_parser(
@@ -167,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output-dir", required=True)
     export.add_argument("--onnx", action="store_true", help="also write model.onnx (needs 'nasprune[onnx]')")
     export.add_argument("--overwrite-output-dir", action="store_true")
+    export.add_argument(
+        "--no-evaluate", dest="evaluate", action="store_false",
+        help="do not measure the exported model on the checkpoint's validation and test data (e.g. when "
+        "the data is gone); then no error numbers are recorded",
+    )
+    export.add_argument("--eval-batch-size", type=int, default=128, help="batch size of that measurement")
+    # Where the checkpoint's data files are not found (moved, or outside the folders it may follow).
+    _add_data_flags(export, with_model=False)
     from nasprune import compare, standard_nas
     from nasprune.baselines import runner as baselines
 
@@ -211,23 +244,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(["run", *(argv or [])])
     _configure_logging(args.quiet)
     from nasprune import workflows
+    from nasprune.output_dir import check_output_dir, lock_output_dir
 
     try:
-        if args.command == "run":
-            workflows.run_from_args(args)
-        elif args.command == "finetune":
-            workflows.train_from_args(args, strategy="standard")
-        elif args.command == "train-supernet":
-            workflows.train_from_args(args, strategy=args.strategy)
-        elif args.command == "search":
-            workflows.search_from_args(args)
-        elif args.command == "export":
-            workflows.export_from_args(args)
-        else:
-            import importlib
-
-            module, function = _COMMANDS[args.command]
-            getattr(importlib.import_module(module), function)(args)
+        output_dir = getattr(args, "output_dir", None)
+        if output_dir is not None:
+            check_output_dir(output_dir)  # before any model or data is loaded
+        # One nasprune process per output folder. An export is renamed into place as a whole and
+        # must not exist beforehand: its lock file lies beside it.
+        locked = (
+            lock_output_dir(output_dir, inside=args.command != "export")
+            if output_dir is not None
+            else contextlib.nullcontext()
+        )
+        with locked:
+            _run_command(args, workflows)
     except NaspruneError as err:
         print(f"nasprune: error: {err}", file=sys.stderr)
         return 2
@@ -235,6 +266,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("nasprune: interrupted; finished epochs and results are on disk", file=sys.stderr)
         return 130
     return 0
+
+
+def _run_command(args: argparse.Namespace, workflows: Any) -> None:
+    if args.command == "run":
+        workflows.run_from_args(args)
+    elif args.command == "finetune":
+        workflows.train_from_args(args, strategy="standard")
+    elif args.command == "train-supernet":
+        workflows.train_from_args(args, strategy=args.strategy)
+    elif args.command == "search":
+        workflows.search_from_args(args)
+    elif args.command == "export":
+        workflows.export_from_args(args)
+    else:
+        import importlib
+
+        module, function = _COMMANDS[args.command]
+        getattr(importlib.import_module(module), function)(args)
 
 
 if __name__ == "__main__":

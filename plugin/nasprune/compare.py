@@ -8,19 +8,28 @@ Hypervolume normalisation (fixed, the same for every method)
 ------------------------------------------------------------
 The objectives are the validation error and a relative size (``relative_params`` or
 ``relative_macs``), all minimised. Comparing hypervolumes is only meaningful with one
-normalisation and one reference point for all runs (Klein et al. 2024 quantile-normalise per data
-set and use the reference point (2, 2)). Two fixed choices are offered:
+normalisation and one reference point for all runs. Three choices are offered:
 
-- ``unit`` (default): no rescaling, bounds [0, 1] for every objective, reference point (1, 1).
-  Errors and relative sizes already live in [0, 1], so the normalisation does not depend on which
-  runs are compared, and the values equal the ``hypervolume`` in each run's ``summary.json``.
+- ``unit`` (default): nasprune's one definition (:data:`nasprune.analysis.HYPERVOLUME_DEFINITION`):
+  no rescaling, since errors and relative sizes are already fractions (the unpruned model is at
+  size 1), and the reference point 1.1 per objective, so the unpruned model counts. It does not
+  depend on which runs are compared, and the values equal the ``hypervolume`` in each run's
+  ``summary.json``.
 - ``task``: per task, each objective is min-max scaled over *all* points of *all* runs of that task
   being compared, with the reference point (1.1, 1.1) in scaled units (a point at the worst value
   still counts). It spreads the values more, but changes when runs are added.
+- ``paper``: the normalisation of Klein et al. 2024: per task, each objective is quantile-normalised
+  (its empirical distribution over all points of all runs of that task being compared is mapped
+  to [0, 1], scikit-learn's ``QuantileTransformer``) and the reference point is (2, 2). It
+  changes when runs are added, as in the paper.
+
+Runs whose ``summary.json`` says ``"complete": false`` (interrupted while writing their results)
+are left out with a warning.
 
 Ranks
 -----
-An *instance* is a (task, seed) pair. Within an instance the methods present are ranked by final
+An *instance* is a (task, data seed, seed) triple: the data seed fixes the train/validation/test
+split, the seed the training and search. Within an instance the methods present are ranked by final
 hypervolume (1 = best, ties share the mean rank). A method's average rank is the mean over the
 instances it appears in; its 95% confidence interval comes from a seeded bootstrap over instances.
 
@@ -52,8 +61,12 @@ from nasprune.errors import NaspruneError
 logger = logging.getLogger("nasprune")
 
 OBJECTIVES = {"error": "valid_error", "params": "relative_params", "macs": "relative_macs"}
-NORMALISATIONS = ("unit", "task")
+NORMALISATIONS = ("unit", "task", "paper")
+#: The reference point of the ``task`` (min-max) and ``paper`` (quantile) normalisations.
+TASK_REFERENCE_POINT, PAPER_REFERENCE_POINT = 1.1, 2.0
 GROUP_FIELDS = ("kind", "method", "search_space", "strategy", "order")
+#: What makes one ranking instance: the same task on the same split, trained and searched with one seed.
+INSTANCE_KEYS = ("task", "data_seed", "seed")
 #: Fractions of the unpruned model's score drawn as horizontal lines on the error-vs-size curves.
 SCORE_LEVELS = (1.0, 0.95, 0.9)
 RESULTS_FILE, SUMMARY_FILE = "results.csv", "summary.json"
@@ -80,6 +93,12 @@ class Run:
     @property
     def seed(self) -> int:
         return int(self.summary.get("seed", 0) or 0)
+
+    @property
+    def data_seed(self) -> int:
+        """The seed of the data split: runs on different splits are different instances."""
+        data_options = self.summary.get("data_options") or {}
+        return int(data_options.get("seed", self.summary.get("data_seed", 0)) or 0)
 
     @property
     def kind(self) -> str:
@@ -152,21 +171,41 @@ def find_runs(paths: Iterable[str | os.PathLike]) -> list[Run]:
                 found[folder.resolve()] = None
     if not found:
         raise NaspruneError("no results found: expected folders with results.csv and summary.json")
-    return [load_run(p) for p in found]
+    complete = []
+    for run in map(load_run, found):
+        # Results written before completeness was recorded have no "complete": they were whole.
+        if run.summary.get("complete", True) is False:
+            logger.warning("skipping %s: its results are incomplete (interrupted while writing them)", run.path)
+        else:
+            complete.append(run)
+    if not complete:
+        raise NaspruneError("no complete results found: every results folder was interrupted while writing")
+    return complete
 
 
 # --- hypervolume --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Normalisation:
-    """Fixed bounds per task and objective, and the reference point in normalised units."""
+    """Fixed bounds (``unit``, ``task``) or quantile maps (``paper``) per task and objective, and
+    the reference point in normalised units."""
 
     kind: str
     objectives: tuple[str, ...]
     bounds: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
     reference_point: tuple[float, ...] = ()
+    #: ``paper``: per task, a QuantileTransformer fitted on all compared points of that task
+    quantiles: dict[str, Any] = field(default_factory=dict)
 
     def for_task(self, task: str) -> tuple[list[float], list[float]]:
         return self.bounds.get(task, ([0.0] * len(self.objectives), [1.0] * len(self.objectives)))
+
+    def transform(self, task: str, points: np.ndarray) -> np.ndarray:
+        """``points`` (``[n, objectives]``) in normalised units; non-finite values become NaN."""
+        points = np.asarray(points, dtype=float).reshape(-1, len(self.objectives))
+        if self.kind != "paper":
+            return analysis.normalise(points, self.for_task(task))
+        finite = np.where(np.isfinite(points), points, np.nan)  # the transformer keeps NaN as NaN
+        return self.quantiles[task].transform(finite) if len(points) else finite
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -174,6 +213,7 @@ class Normalisation:
             "objectives": list(self.objectives),
             "reference_point": list(self.reference_point),
             "bounds": {t: {"lower": lo, "upper": up} for t, (lo, up) in self.bounds.items()},
+            "quantile_points": {t: int(q.n_quantiles_) for t, q in self.quantiles.items()},
         }
 
 
@@ -184,18 +224,27 @@ def make_normalisation(
     if kind not in NORMALISATIONS:
         raise NaspruneError(f"unknown normalisation {kind!r}; choose one of {', '.join(NORMALISATIONS)}")
     objectives = tuple(objectives)
+    default_reference = {
+        "unit": analysis.REFERENCE_POINT, "task": TASK_REFERENCE_POINT, "paper": PAPER_REFERENCE_POINT,
+    }[kind]
+    ref = (default_reference if reference_point is None else reference_point,) * len(objectives)
     if kind == "unit":
-        ref = 1.0 if reference_point is None else reference_point
-        return Normalisation(kind, objectives, {}, (ref,) * len(objectives))
-    bounds = {}
+        return Normalisation(kind, objectives, {}, ref)
+    bounds, quantiles = {}, {}
     for task in sorted({r.task for r in runs}):
         points = np.vstack([_points(r, objectives) for r in runs if r.task == task])
         points = points[np.all(np.isfinite(points), axis=1)]
+        if not len(points):
+            raise NaspruneError(f"no run of task {task} has a finite {' and '.join(objectives)}: nothing to normalise")
+        if kind == "paper":
+            from sklearn.preprocessing import QuantileTransformer
+
+            quantiles[task] = QuantileTransformer(n_quantiles=min(1000, len(points))).fit(points)
+            continue
         lower, upper = points.min(axis=0), points.max(axis=0)
         upper = np.where(upper > lower, upper, lower + 1.0)  # a constant objective: any width works
         bounds[task] = (lower.tolist(), upper.tolist())
-    ref = 1.1 if reference_point is None else reference_point
-    return Normalisation(kind, objectives, bounds, (ref,) * len(objectives))
+    return Normalisation(kind, objectives, bounds, ref, quantiles)
 
 
 def _points(run: Run, objectives: Sequence[str]) -> np.ndarray:
@@ -207,7 +256,7 @@ def _points(run: Run, objectives: Sequence[str]) -> np.ndarray:
 
 def run_hypervolume(run: Run, norm: Normalisation) -> float:
     """The final hypervolume of a run under the fixed normalisation."""
-    return analysis.hypervolume(_points(run, norm.objectives), norm.reference_point, norm.for_task(run.task))
+    return analysis.hypervolume(norm.transform(run.task, _points(run, norm.objectives)), norm.reference_point)
 
 
 def run_trace(run: Run, norm: Normalisation, include_training_time: bool = True) -> pd.DataFrame:
@@ -215,9 +264,8 @@ def run_trace(run: Run, norm: Normalisation, include_training_time: bool = True)
     table = run.table
     if "elapsed_seconds" not in table.columns:
         table = table.assign(elapsed_seconds=np.arange(1, len(table) + 1, dtype=float))
-    trace = analysis.hypervolume_over_time(
-        table, norm.objectives, "elapsed_seconds", norm.reference_point, norm.for_task(run.task)
-    )
+    normalised = table.assign(**dict(zip(norm.objectives, norm.transform(run.task, _points(run, norm.objectives)).T)))
+    trace = analysis.hypervolume_over_time(normalised, norm.objectives, "elapsed_seconds", norm.reference_point)
     offset = run.training_seconds if include_training_time else 0.0
     return pd.DataFrame({"seconds": trace["elapsed_seconds"] + offset, "hypervolume": trace["hypervolume"]})
 
@@ -238,7 +286,8 @@ def mean_trace(traces: Sequence[pd.DataFrame], grid: np.ndarray) -> tuple[np.nda
 def instance_ranks(scores: pd.DataFrame, higher_is_better: bool = True) -> pd.DataFrame:
     """Ranks of the methods within every instance.
 
-    :param scores: columns ``task``, ``seed``, ``method``, ``score`` (one row per run)
+    :param scores: columns ``task``, ``data_seed`` (optional, 0 when absent), ``seed``, ``method``,
+        ``score`` (one row per run)
     :return: the same rows with a ``rank`` column (1 = best; ties share their mean rank)
     """
     from scipy.stats import rankdata
@@ -248,8 +297,10 @@ def instance_ranks(scores: pd.DataFrame, higher_is_better: bool = True) -> pd.Da
         return pd.Series(rankdata(values, method="average"), index=group.index)
 
     ranked = scores.copy()
+    if "data_seed" not in ranked:
+        ranked["data_seed"] = 0
     ranked["rank"] = np.nan
-    for _, group in ranked.groupby(["task", "seed"], sort=True):
+    for _, group in ranked.groupby(list(INSTANCE_KEYS), sort=True):
         ranked.loc[group.index, "rank"] = rank(group)
     return ranked
 
@@ -259,18 +310,21 @@ def average_ranks(
 ) -> pd.DataFrame:
     """Mean rank per method with a bootstrap confidence interval over instances.
 
-    Each bootstrap replicate draws as many (task, seed) instances as there are, with replacement,
+    Each bootstrap replicate draws as many instances as there are, with replacement,
     and averages every method's ranks over the drawn instances it appears in.
     :return: one row per method (sorted by mean rank): ``method``, ``mean_rank``, ``ci_low``,
         ``ci_high``, ``instances``
     """
-    instances = sorted({(t, s) for t, s in zip(ranked["task"], ranked["seed"])})
+    if "data_seed" not in ranked:
+        ranked = ranked.assign(data_seed=0)
+    keys = [ranked[k] for k in INSTANCE_KEYS]
+    instances = sorted(set(zip(*keys)))
     methods = sorted(ranked["method"].unique())
     matrix = np.full((len(instances), len(methods)), np.nan)
     position = {inst: i for i, inst in enumerate(instances)}
     column = {m: j for j, m in enumerate(methods)}
-    for row in ranked.itertuples():
-        matrix[position[(row.task, row.seed)], column[row.method]] = row.rank
+    for instance, method, rank in zip(zip(*keys), ranked["method"], ranked["rank"]):
+        matrix[position[instance], column[method]] = rank
     mean = np.nanmean(matrix, axis=0)
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(instances), size=(num_bootstrap, len(instances)))
@@ -538,6 +592,7 @@ def compare(
             {
                 "task": run.task,
                 "method": run.label,
+                "data_seed": run.data_seed,
                 "seed": run.seed,
                 "hypervolume": run_hypervolume(run, norm),
                 "num_evaluated": len(run.table),
@@ -546,16 +601,17 @@ def compare(
                 "path": str(run.path),
             }
         )
-    per_run = pd.DataFrame(rows).sort_values(["task", "method", "seed"], kind="stable").reset_index(drop=True)
-    duplicates = per_run.duplicated(["task", "method", "seed"], keep=False)
+    run_keys = ["task", "method", "data_seed", "seed"]
+    per_run = pd.DataFrame(rows).sort_values(run_keys, kind="stable").reset_index(drop=True)
+    duplicates = per_run.duplicated(run_keys, keep=False)
     if duplicates.any():
         logger.warning(
-            "%d runs share a (task, method, seed); ranks use their mean hypervolume: %s",
+            "%d runs share a (task, method, data seed, seed); ranks use their mean hypervolume: %s",
             int(duplicates.sum()), ", ".join(per_run.loc[duplicates, "path"].head(4)),
         )
     files["runs"] = analysis.write_csv_atomic(per_run, output_dir / "runs.csv")
 
-    scores = per_run.groupby(["task", "method", "seed"], as_index=False)["hypervolume"].mean()
+    scores = per_run.groupby(run_keys, as_index=False)["hypervolume"].mean()
     ranked = instance_ranks(scores.rename(columns={"hypervolume": "score"}))
     ranks = average_ranks(ranked, num_bootstrap)
     hv_table = _hypervolume_table(per_run, ranks)
@@ -637,7 +693,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--objectives", default="error,params", help="error,params or error,macs")
     parser.add_argument("--normalisation", default="unit", choices=list(NORMALISATIONS),
-                        help="unit: bounds [0,1], reference (1,1); task: per-task min-max, reference (1.1,1.1)")
+                        help="unit: the objectives as they are (fractions of the unpruned model), reference 1.1 "
+                        "(the summaries' hypervolume); task: per-task min-max, reference 1.1; paper: per-task "
+                        "quantiles (Klein et al. 2024), reference 2")
     parser.add_argument("--reference-point", type=float, help="override the reference point (normalised units)")
     parser.add_argument("--group-by", default="kind,method", help=f"fields naming a method: {', '.join(GROUP_FIELDS)}")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates of the rank CIs")

@@ -8,6 +8,7 @@ length-sorted by the data loader so little time goes to padding.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -21,6 +22,8 @@ from nasprune.subnet import SubNetwork
 from nasprune.supernet import SuperNetwork
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
+
+logger = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
@@ -48,8 +51,10 @@ class SubnetEvaluator:
     :param cache_embeddings: compute the embedding outputs once and reuse them
     :param journal: a JSON-lines file that records every error measured, so that an
         interrupted search resumes without evaluating anything twice; its first line
-        is ``journal_key``, and a journal written for another key is started afresh
-    :param journal_key: what the errors depend on (checkpoint, split, metric ...)
+        is ``journal_key``, and a journal written for another key is started afresh (with a
+        warning naming the settings that differ)
+    :param journal_key: everything the errors depend on (the checkpoint's fingerprint, the
+        validation split, the length, the metric ...): JSON values
     :param remember_errors: keep each sub-network's error, as in a search, where the weights are
         fixed; ``False`` where they change between calls (during training)
     """
@@ -126,6 +131,10 @@ class SubnetEvaluator:
         self._resumed = 0
         if path.is_file():
             lines = path.read_text().splitlines()
+            if lines and lines[0] != header:
+                logger.warning(
+                    "%s was measured with other %s: evaluating afresh", path, _differing_keys(lines[0], key)
+                )
             if lines and lines[0] == header:
                 for line in lines[1:]:
                     try:
@@ -140,6 +149,12 @@ class SubnetEvaluator:
         path.write_text(header + "\n")
         return path.open("a")
 
+    def close(self) -> None:
+        """Close the journal (further errors are still remembered, no longer recorded)."""
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
     def size(self, subnet: SubNetwork) -> dict[str, float]:
         """Parameters and MACs, absolute and relative to the unpruned model."""
         params = self.counter.count(subnet)
@@ -153,3 +168,16 @@ class SubnetEvaluator:
 
     def measure(self, subnet: SubNetwork) -> dict[str, float]:
         return {"valid_error": self.error(subnet), **self.size(subnet)}
+
+
+def _differing_keys(recorded_header: str, key: dict[str, Any]) -> str:
+    """The settings of ``key`` that a journal's first line records differently, for the notice."""
+    try:
+        recorded = json.loads(recorded_header)
+    except ValueError:
+        recorded = None
+    if not isinstance(recorded, dict):
+        return "settings (its first line is not a journal header)"
+    normalised = json.loads(json.dumps(key))  # tuples as lists, as the header holds them
+    names = sorted(k for k in recorded.keys() | normalised.keys() if recorded.get(k) != normalised.get(k))
+    return "settings: " + ", ".join(names)

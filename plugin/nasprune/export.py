@@ -6,8 +6,12 @@
   and units need not be a prefix: the kept ones are re-indexed in their original order.
 - :func:`export_subnetwork` writes the pruned model, its tokenizer, the modeling code (for
   ``trust_remote_code=True`` loading without nasprune) and ``nasprune_export.json``, atomically.
-- :func:`export_onnx` writes an ONNX graph with dynamic batch and sequence axes.
+- :func:`export_onnx` writes an ONNX graph with dynamic batch and sequence axes, whose inputs are
+  those the tokenizer emits (:func:`onnx_input_names`: ``token_type_ids`` too for BERT).
 - :func:`pick_from_results` chooses the Pareto point to export from a search's results table.
+- :class:`SearchResults`, :func:`check_row_has_weights`, :func:`check_results_checkpoint` and
+  :func:`mask_scales_for_row` make sure a results row is exported from the weights that produced
+  it; :func:`measure_exported_model` measures the exported folder as a user would load it.
 
 Importing this module registers the pruned models with the ``transformers`` Auto classes, so
 ``AutoModelForSequenceClassification.from_pretrained(exported_dir)`` works after ``import nasprune``.
@@ -17,13 +21,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,6 +49,8 @@ from nasprune.pruned import (
 )
 from nasprune.subnet import ModelShape, SubNetwork
 from nasprune.supernet import SuperNetwork, get_adapter
+
+logger = logging.getLogger("nasprune")
 
 #: Written next to the weights of an exported model: where it came from and what it keeps.
 EXPORT_META_FILE = "nasprune_export.json"
@@ -238,6 +245,24 @@ def _model_card(meta: Mapping[str, Any]) -> str:
     )
 
 
+def set_label_names(config: Any, label_names: Sequence[str] | None) -> None:
+    """Write ``id2label`` / ``label2id`` into a classification config, so pipelines answer with names.
+
+    Nothing changes for regression and multiple choice (one output, no class names) or when
+    ``label_names`` is None; names that do not match ``num_labels`` are an error.
+    """
+    if not label_names or int(getattr(config, "num_labels", 0)) < 2:
+        return
+    names = [str(name) for name in label_names]
+    if len(names) != config.num_labels:
+        raise NaspruneError(
+            f"the checkpoint names {len(names)} labels ({', '.join(names)}) but its model has "
+            f"{config.num_labels} outputs"
+        )
+    config.id2label = dict(enumerate(names))
+    config.label2id = {name: i for i, name in enumerate(names)}
+
+
 def export_subnetwork(
     supernet: nn.Module,
     subnet: SubNetwork,
@@ -245,6 +270,8 @@ def export_subnetwork(
     output_dir: str | os.PathLike,
     extra_metadata: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    label_names: Sequence[str] | None = None,
+    finish: Callable[[Path], Mapping[str, Any]] | None = None,
 ) -> Path:
     """Save ``subnet`` of ``supernet`` as a physically pruned HF model folder and return its path.
 
@@ -254,14 +281,21 @@ def export_subnetwork(
     ``nasprune_export.json``: the sub-network, its exact parameter count and ``extra_metadata``
     (e.g. the search results row; its keys never replace the computed ones).
 
-    It is written to a temporary sibling folder and renamed into place, so a crash never leaves
-    half a model. An existing ``output_dir`` is an error unless ``overwrite`` is True.
+    ``label_names`` (class names by id) go into the config's ``id2label`` / ``label2id``.
+    ``finish``, when given, is called with the folder once the model and tokenizer are in it (e.g. to
+    load the model back and measure it, or to add an ONNX graph); the mapping it returns is added to
+    ``nasprune_export.json``.
+
+    It is written to a temporary sibling folder and renamed into place, so a crash (or an error in
+    ``finish``) never leaves half a model. An existing ``output_dir`` is an error unless
+    ``overwrite`` is True.
     """
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
         raise NaspruneError(f"{output_dir} already exists; choose another folder or allow overwriting")
     hf_model = _unwrap(supernet)
     pruned = slice_subnetwork(hf_model, subnet)
+    set_label_names(pruned.config, label_names)
     counter = ParameterCounter(hf_model)
     params = sum(p.numel() for p in pruned.parameters())
     meta = {
@@ -286,6 +320,8 @@ def export_subnetwork(
         pruned.to("cpu").save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        if finish is not None:
+            meta.update(finish(tmp))
         (tmp / EXPORT_META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
         (tmp / "README.md").write_text(_model_card(meta))
         old = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
@@ -361,22 +397,54 @@ def _max_sequence_length(config: Any) -> int:
     return longest
 
 
+#: The inputs an exported graph can take, in the order of the graph's inputs.
+ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def onnx_input_names(model: nn.Module, tokenizer: Any = None) -> list[str]:
+    """The inputs ``model``'s ONNX graph should take: those its tokenizer emits, so that the
+    tokenizer's output can be passed to onnxruntime as it is.
+
+    Without a tokenizer: ``input_ids`` and ``attention_mask``, and ``token_type_ids`` where the
+    model has segment embeddings to tell sentence pairs apart (BERT; not RoBERTa, whose single
+    token type carries no information).
+    """
+    if tokenizer is not None:
+        emitted = set(getattr(tokenizer, "model_input_names", ()))
+        return ["input_ids", "attention_mask"] + (["token_type_ids"] if "token_type_ids" in emitted else [])
+    segments = int(getattr(model.config, "type_vocab_size", 0) or 0)
+    return ["input_ids", "attention_mask"] + (["token_type_ids"] if segments > 1 else [])
+
+
 def example_batch(
-    model: nn.Module, batch_size: int = 2, seq_len: int = 16, num_choices: int = 3, seed: int = 0
+    model: nn.Module,
+    batch_size: int = 2,
+    seq_len: int = 16,
+    num_choices: int = 3,
+    seed: int = 0,
+    input_names: Sequence[str] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Random ``input_ids`` and an all-ones ``attention_mask`` shaped for ``model``'s task.
+    """Random ``input_ids``, an all-ones ``attention_mask`` and, if ``input_names`` (default:
+    :func:`onnx_input_names`) has it, ``token_type_ids`` marking a second segment, shaped for
+    ``model``'s task.
 
     The default sizes differ from each other on purpose: the exporter may treat axes whose example
     sizes coincide as one.
     """
     config = model.config
+    names = list(input_names) if input_names is not None else onnx_input_names(model)
     generator = torch.Generator().manual_seed(seed)
     multiple_choice = "MultipleChoice" in type(model).__name__
     shape = (batch_size, num_choices, seq_len) if multiple_choice else (batch_size, seq_len)
     # Ids above the padding id keep RoBERTa's padding-aware positions on the common path.
     low = min(int(config.pad_token_id or 0) + 1, config.vocab_size - 1)
     input_ids = torch.randint(low, config.vocab_size, shape, generator=generator)
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    if "token_type_ids" in names:
+        # A sentence pair: the second half of every row is segment 1 (where the model has one).
+        second = 1 if int(getattr(config, "type_vocab_size", 1) or 1) > 1 else 0
+        batch["token_type_ids"] = (torch.arange(seq_len) >= seq_len // 2).long().mul(second).expand(shape).clone()
+    return batch
 
 
 def export_onnx(
@@ -384,21 +452,32 @@ def export_onnx(
     output_path: str | os.PathLike,
     batch: Mapping[str, torch.Tensor] | None = None,
     opset_version: int | None = None,
+    input_names: Sequence[str] | None = None,
 ) -> Path:
     """Export ``model`` (a pruned or dense HF task model) to ONNX; inputs in, ``logits`` out.
 
-    ``batch`` is an example input dict (``input_ids``, ``attention_mask`` and optionally
-    ``token_type_ids``; default: :func:`example_batch`). Its keys become the graph's inputs, whose
-    batch and sequence axes (and the choice axis for multiple choice) are dynamic. Needs the
-    ``onnx`` and ``onnxscript`` packages (``pip install 'nasprune[onnx]'``).
+    The graph's inputs are ``input_names`` (default: :func:`onnx_input_names`; pass
+    ``onnx_input_names(model, tokenizer)`` so that the tokenizer's output dict feeds the graph as
+    it is), with dynamic batch and sequence axes (and choice axis for multiple choice).
+    ``batch`` is an example input dict holding at least those inputs (default:
+    :func:`example_batch`). Needs the ``onnx`` and ``onnxscript`` packages
+    (``pip install 'nasprune[onnx]'``).
     """
     _require_onnx()
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    batch = dict(batch) if batch is not None else example_batch(model)
-    names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch]
+    if input_names is None:
+        input_names = [k for k in ONNX_INPUTS if k in batch] if batch is not None else onnx_input_names(model)
+    unknown = [name for name in input_names if name not in ONNX_INPUTS]
+    if unknown:
+        raise NaspruneError(f"ONNX export takes only the inputs {', '.join(ONNX_INPUTS)}, not {', '.join(unknown)}")
+    batch = dict(batch) if batch is not None else example_batch(model, input_names=input_names)
+    missing = [name for name in input_names if name not in batch]
+    if missing:
+        raise NaspruneError(f"the example batch for ONNX export lacks {', '.join(missing)}")
+    names = [k for k in ONNX_INPUTS if k in input_names]
     if names[:2] != ["input_ids", "attention_mask"]:
-        raise NaspruneError("the example batch for ONNX export needs input_ids and attention_mask")
+        raise NaspruneError("an ONNX graph needs input_ids and attention_mask among its inputs")
     device = next(model.parameters()).device
     inputs = {name: batch[name].to(device) for name in names}
 
@@ -521,3 +600,185 @@ def subnet_from_row(row: Mapping[str, Any]) -> SubNetwork:
         return SubNetwork.from_dict(json.loads(value) if isinstance(value, str) else value)
     except (ValueError, KeyError, TypeError) as err:
         raise NaspruneError(f"malformed 'subnet' entry in the results table: {err}") from err
+
+
+# ------------------------------------------------------------------------------------------------
+# Exporting a results row: what the row's weights are, and whether they belong to the checkpoint
+# ------------------------------------------------------------------------------------------------
+RESULTS_TABLE = "results.csv"
+RESULTS_SUMMARY = "summary.json"
+
+
+@dataclass(frozen=True)
+class SearchResults:
+    """The output folder of a search or baseline, as export reads it: the table and its summary."""
+
+    directory: Path
+    table: pd.DataFrame
+    summary: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SearchResults":
+        """Read ``results.csv`` and ``summary.json`` from a results folder (or from beside its ``results.csv``)."""
+        path = Path(path)
+        table_path = path / RESULTS_TABLE if path.is_dir() else path
+        try:
+            table = pd.read_csv(table_path)
+        except (OSError, ValueError) as err:
+            raise NaspruneError(f"cannot read the search results {table_path}: {err}") from None
+        summary_path = table_path.parent / RESULTS_SUMMARY
+        try:
+            summary = json.loads(summary_path.read_text())
+        except FileNotFoundError:
+            raise NaspruneError(
+                f"{summary_path} is missing, so nothing says which checkpoint and method produced "
+                f"{table_path}; pass --results the whole output folder of a search or baseline"
+            ) from None
+        except (OSError, ValueError) as err:
+            raise NaspruneError(f"cannot read the results summary {summary_path}: {err}") from None
+        if not isinstance(summary, dict):
+            raise NaspruneError(f"{summary_path} is not a results summary (expected a JSON object)")
+        if summary.get("complete") is False:
+            raise NaspruneError(
+                f"the results in {table_path.parent} are incomplete (the run was interrupted while writing "
+                "them); rerun the same search to finish them, then export"
+            )
+        return cls(table_path.parent, table, summary)
+
+    @property
+    def method(self) -> str:
+        return str(self.summary.get("method", "unknown"))
+
+    @property
+    def is_standard_nas(self) -> bool:
+        """Results of ``nasprune nas``: Syne Tune's record in the summary, each row's best epoch."""
+        return "syne_tune" in self.summary or "best_epoch" in self.table.columns
+
+
+def check_row_has_weights(results: SearchResults, row: Mapping[str, Any]) -> None:
+    """Refuse rows whose error was measured on weights that neither the checkpoint nor the results hold.
+
+    A sub-network of a weight-sharing search, of head pruning, of retraining-free pruning (its
+    mask values are in ``mask_scales.json``) or of layer dropping without fine-tuning is cut out of
+    the checkpoint's weights. Standard NAS fine-tunes every trial on its own and deletes its
+    weights when the trial ends; the layer-drop baseline fine-tunes each reduced model; the
+    reference-model baseline's row is another model altogether.
+    """
+    trial = int(row["trial_id"])
+    if results.is_standard_nas:
+        trial_folder = Path(str((results.summary.get("syne_tune") or {}).get("path", results.directory))) / str(trial)
+        raise NaspruneError(
+            f"{results.directory} holds standard-NAS results ('nasprune nas --method {results.method}'): trial "
+            f"{trial} fine-tuned its own copy of the model and its weights were deleted when it ended, so "
+            "there is nothing to cut out of --checkpoint; re-train that point first (fine-tune its sub-network "
+            f"with 'python -m nasprune.worker' and the trial's settings, see {trial_folder}), or train and "
+            "search a super-network ('nasprune run') and export from that"
+        )
+    if results.method == "reference_model":
+        raise NaspruneError(
+            f"trial {trial} of {results.directory} is the reference model "
+            f"{row.get('reference_model', '')!s} fine-tuned on its own, not a sub-network of --checkpoint; "
+            "use that model directly"
+        )
+    fine_tuned_epochs = int((results.summary.get("baseline") or {}).get("epochs", 0) or 0)
+    if results.method == "layer_drop" and fine_tuned_epochs and int(row.get("dropped_layers", 0) or 0) > 0:
+        raise NaspruneError(
+            f"trial {trial} of the layer-drop baseline in {results.directory} was fine-tuned for "
+            f"{fine_tuned_epochs} epoch(s) after dropping layers and those weights were not kept; re-train it "
+            "('nasprune baseline --method layer-drop' writes no weights), or export a row of a search instead"
+        )
+
+
+def _same_folder(named: str, checkpoint: Path) -> bool:
+    named_path = Path(named)
+    try:
+        return named_path.exists() and os.path.samefile(named_path, checkpoint)
+    except OSError:
+        return False
+
+
+def check_results_checkpoint(results: SearchResults, checkpoint: Path, fingerprint: str | None) -> None:
+    """Refuse results that were not measured on ``checkpoint`` (whose fingerprint is ``fingerprint``).
+
+    Results record the fingerprint of the checkpoint they searched (``checkpoint_fingerprint`` in
+    ``summary.json``). Results written before fingerprints existed only name the checkpoint's
+    folder: then a warning says so and the folder must be the same.
+    """
+    recorded = results.summary.get("checkpoint_fingerprint")
+    if recorded is not None:
+        if recorded != fingerprint:
+            raise NaspruneError(
+                f"the results in {results.directory} come from another checkpoint than {checkpoint} "
+                f"(fingerprint {str(recorded)[:12]}… there, {str(fingerprint)[:12]}… here): pass the "
+                "--checkpoint that was searched, or search this one"
+            )
+        return
+    named = results.summary.get("checkpoint")
+    logger.warning(
+        "%s records no checkpoint fingerprint (written by an older nasprune): only checking that it names "
+        "the checkpoint folder %s",
+        results.directory / RESULTS_SUMMARY, checkpoint,
+    )
+    if not named or not _same_folder(str(named), checkpoint):
+        raise NaspruneError(
+            f"the results in {results.directory} come from another checkpoint than {checkpoint} "
+            f"(their summary names {named or 'none'}): pass the --checkpoint that was searched"
+        )
+
+
+def mask_scales_for_row(results: SearchResults, row: Mapping[str, Any], subnet: SubNetwork) -> Any:
+    """The tuned mask values of a retraining-free-pruning row (a ``MaskScales``), or None.
+
+    None for rows of other methods, for runs without mask tuning, and for the unpruned model's row
+    (never tuned). A tuned row whose values are gone cannot be exported: its error is that of the
+    tuned values, not of the checkpoint's weights.
+    """
+    from nasprune.baselines.rfp import MASK_SCALES_FILE, MaskScales
+
+    if results.method != "rfp" or not (results.summary.get("baseline") or {}).get("tune_masks", False):
+        return None
+    trial = str(int(row["trial_id"]))
+    path = results.directory / MASK_SCALES_FILE
+    try:
+        recorded = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError) as err:
+        raise NaspruneError(f"cannot read the tuned mask values {path}: {err}") from None
+    if trial not in recorded:
+        if subnet.head_mask.all() and subnet.unit_mask.all():  # the unpruned model's row
+            return None
+        raise NaspruneError(
+            f"{path} holds no tuned mask values for trial {trial}, so its error cannot be reproduced; "
+            "rerun 'nasprune baseline --method rfp' into a fresh --output-dir"
+        )
+    try:
+        return MaskScales.from_dict(recorded[trial], subnet)
+    except NaspruneError as err:
+        raise NaspruneError(f"{path}, trial {trial}: {err}") from None
+
+
+def measure_exported_model(
+    directory: str | os.PathLike,
+    task_data: Any,
+    max_seq_length: int,
+    batch_size: int = 128,
+    device: torch.device | str | None = None,
+) -> dict[str, float]:
+    """Load an exported folder back as a user would (``from_pretrained`` of the model and its
+    tokenizer) and measure ``valid_error`` and ``test_error`` (``1 - metric``) on ``task_data``'s
+    validation and test splits, with the data pipeline and metric of the search."""
+    from transformers import AutoTokenizer
+
+    from nasprune import data
+    from nasprune.baselines.reference_model import model_error
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+    except (OSError, ValueError) as err:
+        raise NaspruneError(f"the exported folder {directory} has no usable tokenizer: {err}") from None
+    model = load_pruned_model(directory).to(device or "cpu")
+    errors = {}
+    for split, column in (("validation", "valid_error"), ("test", "test_error")):
+        encoded = data.tokenize_dataset(task_data.dataset[split], task_data.kind, tokenizer, max_seq_length)
+        loader = data.make_dataloader(encoded, tokenizer, batch_size, shuffle=False, sort_by_length=True)
+        errors[column] = model_error(model, loader, task_data.metric)
+    return errors

@@ -67,6 +67,19 @@ class SubNetwork:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("SubNetwork is immutable")
 
+    # --- pickling and copying -----------------------------------------------------------
+    # The default protocol restores __slots__ through setattr, which an immutable object
+    # refuses; rebuilding from the two masks goes through __init__ and its checks instead, so
+    # sub-networks cross process boundaries (multiprocessing, Ray, Syne Tune workers).
+    def __reduce__(self) -> tuple[type["SubNetwork"], tuple[np.ndarray, np.ndarray]]:
+        return (type(self), (self.head_mask, self.unit_mask))
+
+    def __copy__(self) -> "SubNetwork":
+        return self  # immutable: a copy could never differ from the original
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "SubNetwork":
+        return self  # the masks are read-only arrays owned by this instance
+
     # --- construction -------------------------------------------------------------------
     @classmethod
     def full(cls, shape: ModelShape) -> "SubNetwork":

@@ -25,6 +25,23 @@ from nasprune.strategies import DISTILL, Strategy
 from nasprune.subnet import SubNetwork
 from nasprune.supernet import SuperNetwork
 
+#: Largest parameter magnitude a checkpoint may hold. Trained BERT-like weights stay within a few
+#: tens (LayerNorm gains and embeddings are the largest); 1e4 is far above any of them and far
+#: below what a diverging run reaches (1e6 after one AdamW step at learning rate 1e6), so a
+#: parameter beyond it means the run blew up, even while the loss still reads finite.
+MAX_PARAMETER_MAGNITUDE = 1e4
+
+
+def check_parameters_sane(model: torch.nn.Module, where: str) -> None:
+    """Raise :class:`NaspruneError` if a parameter is non-finite or beyond :data:`MAX_PARAMETER_MAGNITUDE`."""
+    for name, param in model.named_parameters():
+        largest = param.detach().abs().max().item() if param.numel() else 0.0
+        if not math.isfinite(largest) or largest > MAX_PARAMETER_MAGNITUDE:
+            raise NaspruneError(
+                f"training diverged {where}: parameter {name} reached magnitude {largest:.3g} "
+                f"(limit {MAX_PARAMETER_MAGNITUDE:g}), so no checkpoint was saved; try a smaller --learning-rate"
+            )
+
 
 @dataclass
 class TrainingConfig:
@@ -159,7 +176,8 @@ class Trainer:
 
     # --- resumption ---------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {
+        """What a resumed run needs to continue exactly: see :func:`nasprune.checkpoint.save_training_state`."""
+        state = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": self.rng.bit_generator.state,
@@ -167,12 +185,21 @@ class Trainer:
             "history": [asdict(r) for r in self.history],
             "epoch": len(self.history),
         }
+        if torch.cuda.is_available():  # dropout on the GPU draws from these generators
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; its tensors may sit on the CPU (the optimizer moves its own)."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        cuda_states = state.get("cuda_rng") or []
+        if cuda_states and torch.cuda.is_available():
+            # A run resumed on fewer GPUs restores the generators it has.
+            for index, generator_state in enumerate(cuda_states[: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(generator_state.cpu(), index)
         self.history = [EpochRecord(**r) for r in state["history"]]
         self.start_epoch = int(state["epoch"])
 
@@ -233,6 +260,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{running / (i + 1):.4f}")
                 if i % 50 == 49:  # random sub-networks: activations of new shapes every step
                     release_free_memory()
+            # Never save weights a diverged run produced: the loss can stay finite while they blow up.
+            check_parameters_sane(self.supernet, f"in epoch {epoch + 1}")
             record = EpochRecord(epoch + 1, running / self.steps_per_epoch, time.perf_counter() - start)
             if self.evaluate is not None:
                 record.metrics = {

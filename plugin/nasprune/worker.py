@@ -21,8 +21,12 @@ at 1, as MO-ASHA's rungs expect)::
     train_loss, elapsed_seconds
 
 Checkpointing comes before reporting, so a trial that the scheduler pauses right after a
-report resumes from exactly that epoch (model weights, optimizer, learning-rate schedule and
-random state). ``elapsed_seconds`` is the trial's own working time, summed over resumptions.
+report, or whose tuner dies, resumes from exactly that epoch (model weights, optimizer,
+learning-rate schedule and CPU and CUDA random state; safetensors and JSON, never a pickle; see
+:class:`TrialCheckpoint`). ``elapsed_seconds`` is the trial's own working time, summed over
+resumptions. ``--seed`` seeds the training (from the random classifier head on), ``--data_seed``
+the data split. A trial started by ``nasprune nas`` exits once its tuner is gone
+(:func:`watch_tuner`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ import argparse
 import json
 import logging
 import os
+import shutil
+import threading
 import time
 from typing import Any, Sequence
 
@@ -48,9 +54,12 @@ from syne_tune.constants import ST_CHECKPOINT_DIR, ST_CONFIG_JSON_FNAME_ARG
 from syne_tune.utils.checkpoint import checkpoint_model_at_rung_level, resume_from_checkpointed_model
 
 from nasprune import data
+from nasprune.analysis import write_json_atomic
+from nasprune.checkpoint import load_training_state, save_training_state
 from nasprune.errors import NaspruneError
 from nasprune.evaluation import SubnetEvaluator
 from nasprune.spaces import get_search_space
+from nasprune.standard_nas import CHECKPOINT_POINTER, CHECKPOINT_PROGRESS, TUNER_PID_ENV
 from nasprune.strategies import FixedSubnetStrategy
 from nasprune.supernet import SuperNetwork, load_hf_model
 from nasprune.training import Trainer
@@ -65,7 +74,11 @@ from nasprune.workflows import (
 
 logger = logging.getLogger("nasprune.worker")
 
-CHECKPOINT_FILE = "trial_state.pt"
+#: The pickled trial checkpoint of earlier versions: refused, never loaded.
+LEGACY_CHECKPOINT_FILE = "trial_state.pt"
+#: How often (seconds) a trial checks that its tuner still runs, and its exit code when not.
+TUNER_POLL_SECONDS = 1.0
+TUNER_GONE_EXIT_CODE = 3
 
 #: The fixed hyper-parameters: (name, type, default, help). Names use underscores, as Syne
 #: Tune's ``LocalBackend`` passes config keys verbatim (``--max_seq_length 64``); the dashed
@@ -88,7 +101,8 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
     ("learning_rate", float, 2e-5, "peak learning rate of AdamW"),
     ("batch_size", int, 32, "training batch size"),
     ("warmup_ratio", float, 0.1, "share of steps with a linear warm-up"),
-    ("seed", int, 0, "seed of the data split and of training"),
+    ("seed", int, 0, "seed of training (the classifier head's initialisation, dropout, batch order)"),
+    ("data_seed", int, 0, "seed of the data split and subsampling"),
     ("macs_seq_length", int, None, "sequence length of the MAC count (default: max_seq_length)"),
     ("eval_batch_size", int, 128, "evaluation batch size"),
     ("measure_latency", int, 0, "1: also report the sliced sub-network's latency, relative to the full model"),
@@ -145,11 +159,18 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace,
 
 
 class TrialCheckpoint:
-    """Everything a paused trial needs to go on: weights, trainer state, time spent, reports.
+    """Everything a paused or interrupted trial needs to go on: weights, trainer state (optimizer,
+    learning-rate schedule, CPU and CUDA random state), time spent and the reports so far.
 
-    Written atomically (temporary file, then rename) so that a trial killed while saving
-    leaves the previous checkpoint intact.
+    Nothing is pickled: each epoch is a folder ``epoch-<n>`` with the weights as safetensors,
+    the trainer state through :func:`nasprune.checkpoint.save_training_state` and the reports
+    as JSON; ``latest.json``, replaced atomically once the folder is complete, names the folder
+    to resume from. A trial killed while saving resumes from the previous epoch.
     """
+
+    POINTER = CHECKPOINT_POINTER
+    WEIGHTS = "model.safetensors"
+    PROGRESS = CHECKPOINT_PROGRESS
 
     def __init__(self, supernet: SuperNetwork, trainer: Trainer):
         self.supernet = supernet
@@ -158,31 +179,98 @@ class TrialCheckpoint:
         self.reports: list[dict[str, Any]] = []
 
     def save(self, folder: str, epoch: int) -> None:
+        from safetensors.torch import save_model
+
         path = Path(folder)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {
-            "epoch": epoch,
-            "model": self.supernet.model.state_dict(),
-            "trainer": self.trainer.state_dict(),
-            "reports": self.reports,
-        }
-        temp = path / f".{CHECKPOINT_FILE}.tmp-{os.getpid()}"
-        torch.save(state, temp)
-        os.replace(temp, path / CHECKPOINT_FILE)
+        epoch_folder = path / f"epoch-{epoch}"
+        shutil.rmtree(epoch_folder, ignore_errors=True)  # left by a run killed while saving
+        epoch_folder.mkdir(parents=True)
+        save_model(self.supernet.model, str(epoch_folder / self.WEIGHTS))
+        save_training_state(epoch_folder, self.trainer.state_dict())
+        write_json_atomic({"epoch": epoch, "reports": self.reports}, epoch_folder / self.PROGRESS)
+        previous = self._current(path)
+        write_json_atomic({"folder": epoch_folder.name}, path / self.POINTER)
+        if previous is not None and previous != epoch_folder:
+            shutil.rmtree(previous, ignore_errors=True)
 
     def load(self, folder: str) -> int:
         """Restore from ``folder``; returns the epochs already done (0 when there is no checkpoint)."""
-        path = Path(folder) / CHECKPOINT_FILE
-        if not path.is_file():
+        from safetensors import SafetensorError
+        from safetensors.torch import load_model
+
+        path = Path(folder)
+        epoch_folder = self._current(path)
+        if epoch_folder is None:
+            if (path / LEGACY_CHECKPOINT_FILE).exists():
+                raise NaspruneError(
+                    f"{path / LEGACY_CHECKPOINT_FILE} is a trial checkpoint in an unsafe old format (a pickle, "
+                    "which can run code when loaded) and is not loaded; rerun the search with --overwrite-output-dir"
+                )
             return 0
-        device = next(self.supernet.parameters()).device
-        state = torch.load(path, map_location=device, weights_only=False)
-        self.supernet.model.load_state_dict(state["model"])
-        self.trainer.load_state_dict(state["trainer"])
-        self.reports = list(state["reports"])
+        try:
+            progress = json.loads((epoch_folder / self.PROGRESS).read_text())
+            device = next(self.supernet.parameters()).device
+            load_model(self.supernet.model, str(epoch_folder / self.WEIGHTS), device=str(device))
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
+            raise NaspruneError(f"corrupt trial checkpoint in {epoch_folder}: {err}") from None
+        state = load_training_state(epoch_folder)
+        if state is None:
+            raise NaspruneError(f"corrupt trial checkpoint in {epoch_folder}: no training state")
+        self.trainer.load_state_dict(state)
+        self.reports = list(progress["reports"])
         if self.reports:
             self.elapsed_before = float(self.reports[-1]["elapsed_seconds"])
-        return int(state["epoch"])
+        return int(progress["epoch"])
+
+    def _current(self, path: Path) -> Path | None:
+        pointer = path / self.POINTER
+        if not pointer.is_file():
+            return None
+        try:
+            name = json.loads(pointer.read_text())["folder"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise NaspruneError(f"corrupt trial checkpoint pointer {pointer}: {err}") from None
+        if not isinstance(name, str) or Path(name).name != name:  # a folder inside the checkpoint only
+            raise NaspruneError(f"corrupt trial checkpoint pointer {pointer}: {name!r}")
+        return path / name
+
+
+def watch_tuner() -> threading.Thread | None:
+    """Exit this process once the tuner that started it is gone.
+
+    ``LocalBackend`` starts each trial as a child of the tuner; a tuner killed with ``kill -9``
+    cannot stop them, and they would train on (holding GPUs and cores) for nobody. The tuner
+    exports its pid as :data:`~nasprune.standard_nas.TUNER_PID_ENV`; a daemon thread checks
+    every second that the tuner is still this process's parent (a dead parent's children are
+    re-parented at once), or, when something else started this process, that it still runs.
+    Without the variable (the worker run by hand) there is nothing to watch.
+    """
+    text = os.environ.get(TUNER_PID_ENV, "")
+    if not text.isdigit():
+        return None
+    tuner_pid = int(text)
+    is_parent = os.getppid() == tuner_pid
+
+    def tuner_alive() -> bool:
+        if is_parent:
+            return os.getppid() == tuner_pid
+        try:
+            os.kill(tuner_pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # alive, someone else's
+            return True
+        return True
+
+    def watch() -> None:
+        while tuner_alive():
+            time.sleep(TUNER_POLL_SECONDS)
+        print(f"nasprune.worker: the tuner (pid {tuner_pid}) is gone; exiting", file=sys.stderr, flush=True)
+        os._exit(TUNER_GONE_EXIT_CODE)
+
+    thread = threading.Thread(target=watch, name="nasprune-tuner-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def _set_threads(num_threads: int | None) -> None:
@@ -207,10 +295,12 @@ def run_trial(args: argparse.Namespace, variables: dict[str, Any], report: Repor
     # The worker's options carry the names of the nasprune command's flags.
     config = _training_config(args, "standard")
     config.validate()
-    options = DataOptions.from_args(args)
+    options = DataOptions.from_args(args)  # --data_seed, not --seed, seeds the split
     task_data = options.load()
     model_path = args.model or default_model()
     tokenizer = _load_tokenizer(model_path)
+    # A task head the pre-trained model lacks is initialised at random: from the trial's seed.
+    torch.manual_seed(config.seed)
     hf_model = load_hf_model(model_path, task_data.spec.kind, task_data.num_labels)
     supernet = SuperNetwork(hf_model, mode="slice").to(default_device())
     space = get_search_space(args.search_space, supernet.shape)
@@ -291,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
+    watch_tuner()
     try:
         args, variables = parse_config(argv)
         run_trial(args, variables)

@@ -218,6 +218,11 @@ def pruned_fisher_loss(subnet: SubNetwork, gradients: MaskGradients) -> float:
 
 
 # --- step 3: mask tuning --------------------------------------------------------------------
+#: Written by ``nasprune baseline --method rfp`` beside its results: each tuned row's mask values,
+#: keyed by trial id, so that ``nasprune export`` folds them into the exported weights.
+MASK_SCALES_FILE = "mask_scales.json"
+
+
 @dataclass
 class MaskScales:
     """Real-valued mask values: ``head [L, H]`` and ``unit [L, I]`` (0 where pruned)."""
@@ -235,6 +240,29 @@ class MaskScales:
             "heads": [self.head[i, subnet.head_mask[i]].round(6).tolist() for i in range(subnet.num_layers)],
             "units": [self.unit[i, subnet.unit_mask[i]].round(6).tolist() for i in range(subnet.num_layers)],
         }
+
+    @classmethod
+    def from_dict(cls, values: dict, subnet: SubNetwork) -> "MaskScales":
+        """The inverse of :meth:`to_dict` (e.g. an entry of the baseline's ``mask_scales.json``).
+
+        :raises NaspruneError: when the values do not fit ``subnet`` (one per kept head and unit)
+        """
+        scales = cls.binary(subnet)
+        try:
+            for name, masks, target in (("heads", subnet.head_mask, scales.head), ("units", subnet.unit_mask, scales.unit)):
+                layers = values[name]
+                if len(layers) != subnet.num_layers:
+                    raise ValueError(f"{len(layers)} layers of {name}, the sub-network has {subnet.num_layers}")
+                for layer, kept_values in enumerate(layers):
+                    kept = np.flatnonzero(masks[layer])
+                    if len(kept_values) != len(kept):
+                        raise ValueError(f"layer {layer} has {len(kept_values)} {name} values for {len(kept)} kept {name}")
+                    target[layer, kept] = np.asarray(kept_values, dtype=float)
+        except (KeyError, TypeError, ValueError) as err:
+            raise NaspruneError(f"mask scales that do not fit the sub-network: {err}") from None
+        if not (np.isfinite(scales.head).all() and np.isfinite(scales.unit).all()):
+            raise NaspruneError("mask scales that are not finite numbers")
+        return scales
 
 
 def _layer_modules(supernet: SuperNetwork) -> list[LayerModules]:

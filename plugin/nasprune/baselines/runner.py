@@ -35,11 +35,11 @@ import torch
 
 from nasprune import analysis, data
 from nasprune.baselines import head_pruning, layer_drop, reference_model, rfp
-from nasprune.checkpoint import CheckpointInfo, resolve_checkpoint
+from nasprune.checkpoint import load_checkpoint
 from nasprune.errors import NaspruneError
 from nasprune.evaluation import SubnetEvaluator
 from nasprune.subnet import SubNetwork
-from nasprune.supernet import SuperNetwork, load_hf_model
+from nasprune.supernet import SuperNetwork, check_max_seq_length, load_hf_model
 from nasprune.training import TrainingConfig
 
 logger = logging.getLogger("nasprune")
@@ -126,19 +126,19 @@ class _Run:
     """What every baseline shares: the checkpoint, its data, evaluators and the results rows."""
 
     def __init__(self, checkpoint, options: BaselineOptions, data_overrides: dict | None, device, progress: bool):
-        from nasprune.workflows import DataOptions, _load_tokenizer, default_device
+        from nasprune.workflows import _load_tokenizer, default_device, load_checkpoint_data
 
         self.options = options
         self.progress = progress
-        self.path = resolve_checkpoint(checkpoint)
-        self.info = CheckpointInfo.load(self.path)
+        # Resolved, and its weights verified against the fingerprint the summary will record.
+        self.path, self.info = load_checkpoint(checkpoint)
         self.device = device or default_device()
-        # The checkpoint's data options (and seed): the validation and test splits it never saw.
-        self.data_options = DataOptions(**{**self.info.data_options, **(data_overrides or {})})
-        self.task_data = self.data_options.load()
+        # The checkpoint's data options (and data seed): the validation and test splits it never saw.
+        self.data_options, self.task_data = load_checkpoint_data(self.path, self.info.data_options, data_overrides)
         self.regression = self.task_data.spec.kind == "regression"
         self.tokenizer = _load_tokenizer(str(self.path))
         hf_model = load_hf_model(str(self.path), self.info.task_kind, self.info.num_labels)
+        check_max_seq_length(hf_model, self.data_options.max_seq_length)
         self.supernet = SuperNetwork(hf_model).to(self.device).eval()
         self.encoded = data.prepare(self.task_data, self.tokenizer, self.data_options.max_seq_length)
         self.macs_length = options.macs_seq_length or self.data_options.max_seq_length
@@ -191,17 +191,19 @@ class _Run:
         self.add(subnet, valid.measure(subnet), test.error(subnet), **extra)
 
     def write(self, full_model: dict[str, float], details: dict[str, Any], output_dir: Path):
-        from nasprune.workflows import REFERENCE_POINT, _write_search_outputs
+        from nasprune.workflows import _write_search_outputs
 
         metrics = self.options.metric_columns()
         table = pd.DataFrame(self.rows)
         table["pareto"] = analysis.pareto_mask(table[metrics].to_numpy(dtype=float))
-        reference = [REFERENCE_POINT] * len(metrics)
+        reference = analysis.reference_point(len(metrics))
         pareto = table[table["pareto"]].sort_values(metrics[1])
         summary = {
             "task": self.info.task,
             "model": self.info.base_model,
             "checkpoint": str(self.path),
+            "checkpoint_fingerprint": self.info.fingerprint,
+            "data_options": asdict(self.data_options),
             "method": self.options.summary_method,
             "search_space": _SPACE[self.options.summary_method],
             "seed": self.options.seed,
@@ -210,6 +212,7 @@ class _Run:
             "search_seconds": time.perf_counter() - self.started,
             "hypervolume": analysis.hypervolume(table[metrics].to_numpy(dtype=float), reference),
             "reference_point": reference,
+            "hypervolume_definition": analysis.HYPERVOLUME_DEFINITION,
             "full_model": full_model,
             "baseline": details,
             "pareto_set": [
@@ -264,7 +267,7 @@ def _run_rfp(run: _Run, output_dir: Path) -> dict[str, Any]:
         scales[str(run.rows[-1]["trial_id"])] = result.scales.to_dict(subnet)
     if scales and options.tune_masks:
         # The tuned values make the weights of each row: keep them to rebuild the pruned models.
-        analysis.write_json_atomic(scales, output_dir / "mask_scales.json")
+        analysis.write_json_atomic(scales, output_dir / rfp.MASK_SCALES_FILE)
     return full_model
 
 
@@ -351,18 +354,31 @@ def run_baseline(
     data_overrides: dict[str, Any] | None = None,
     progress: bool = True,
     device: torch.device | None = None,
+    overwrite: bool = False,
 ):
     """Run one baseline on a fine-tuned checkpoint and write search-style results to ``output_dir``.
 
     :param checkpoint: a checkpoint folder of ``nasprune finetune`` / ``train-supernet``, or its
         ``--output-dir`` (the latest epoch is used)
     :param options: the method and its settings
-    :param data_overrides: e.g. ``{"max_eval_samples": 500, "max_test_samples": 1000}``
+    :param data_overrides: replace the checkpoint's data options, e.g. ``{"max_eval_samples": 500,
+        "max_test_samples": 1000}``, the data ``seed`` or data files (see
+        :func:`nasprune.workflows.checkpoint_data_options` for where a checkpoint's own files may lie)
+    :param overwrite: replace the results of another run in ``output_dir`` instead of refusing
     :return: a :class:`nasprune.workflows.SearchResult`
     """
+    from nasprune.workflows import begin_search_outputs, check_search_output_dir
+
     options.validate()
     output_dir = Path(output_dir)
     run = _Run(checkpoint, options, data_overrides, device, progress)
+    settings = {"checkpoint": str(run.path), "method": options.summary_method,
+                "search_space": _SPACE[options.summary_method], "objectives": options.metric_columns(),
+                "seed": options.seed}
+    check_search_output_dir(output_dir, settings, overwrite)
+    begin_search_outputs(output_dir, overwrite)
+    if overwrite:  # rfp's tuned mask values belong to the rows they were written with
+        (output_dir / rfp.MASK_SCALES_FILE).unlink(missing_ok=True)
     logger.info("baseline %s on %s (%s)", options.method, run.path, run.task_data.spec.name)
     torch.manual_seed(options.seed)
     full_model = _RUNNERS[options.method](run, output_dir)
@@ -389,7 +405,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a fine-tuned checkpoint (nasprune finetune / train-supernet) or its output dir",
     )
     parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the importance sample and fine-tuning")
+    parser.add_argument(
+        "--overwrite-output-dir", action="store_true",
+        help="replace the results of another run in --output-dir instead of refusing",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0,
+        help="seed of the importance sample and fine-tuning (the data split follows --data-seed)",
+    )
     parser.add_argument("--objectives", default="error,params", help="error,params or error,macs")
     parser.add_argument("--macs-seq-length", type=int, help="sequence length of the MAC count")
     parser.add_argument("--eval-batch-size", type=int, default=128)
@@ -441,13 +464,14 @@ def options_from_args(args: argparse.Namespace) -> BaselineOptions:
 
 def run_from_args(args: argparse.Namespace):
     """``nasprune baseline``."""
-    from nasprune.workflows import print_search_summary
+    from nasprune.workflows import data_overrides_from_args, print_search_summary
 
     options = options_from_args(args)
     options.validate()
-    overrides = {
-        k: getattr(args, k) for k in ("max_eval_samples", "max_test_samples") if getattr(args, k, None) is not None
-    }
-    result = run_baseline(args.checkpoint, options, args.output_dir, overrides, progress=not args.quiet)
+    overrides = data_overrides_from_args(args)
+    result = run_baseline(
+        args.checkpoint, options, args.output_dir, overrides, progress=not args.quiet,
+        overwrite=args.overwrite_output_dir,
+    )
     print_search_summary(result)
     return result

@@ -65,7 +65,7 @@ def run_ask_tell(
     :param scheduler: A Syne Tune scheduler, e.g. from :func:`nasprune.search.registry.make_scheduler`.
     :param evaluate: Maps a config to its metrics; must return every metric the scheduler optimises.
     :param num_samples: Maximum number of trials.
-    :param max_time: Wall-clock budget in seconds, or None.
+    :param max_time: Wall-clock budget in seconds (positive and finite), or None.
     :param progress: Show a tqdm progress bar.
     :return: One record per trial, in order: ``trial_id``, ``config``, ``metrics`` (as
         returned by ``evaluate``), ``elapsed`` (seconds since the start, when the result was
@@ -73,6 +73,9 @@ def run_ask_tell(
     """
     if num_samples < 0:
         raise NaspruneError(f"num_samples must be non-negative, got {num_samples}")
+    # NaN compares false with everything: "elapsed >= nan" would never stop the search.
+    if max_time is not None and not (math.isfinite(max_time) and max_time > 0):
+        raise NaspruneError(f"max_time must be a positive, finite number of seconds, got {max_time}")
     ask_tell = StoppableAskTellScheduler(base_scheduler=scheduler)
     # ``metric_names`` is not part of the base TrialScheduler: check metrics where we can.
     wanted = list(scheduler.metric_names()) if hasattr(scheduler, "metric_names") else []

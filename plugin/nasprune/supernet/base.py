@@ -7,12 +7,16 @@ per family in this package, registered with :func:`register_adapter`.
 
 from __future__ import annotations
 
+import os
+import re
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 from torch import nn
 
+from nasprune.checkpoint import WEIGHTS_FILE, WEIGHTS_INDEX_FILE, weight_files
 from nasprune.errors import NaspruneError
 from nasprune.subnet import ModelShape, SubNetwork
 from nasprune.supernet.encoder import MODES, LayerModules, SubnetEncoder, compile_plan
@@ -29,6 +33,10 @@ class FamilyAdapter:
     model_types: tuple[str, ...] = ()
     #: Attribute of the task model that holds the base encoder model (``model.bert``).
     base_attr: str = ""
+
+    def position_offset(self, config: Any) -> int:
+        """Position slots before the first token's (RoBERTa reserves the padding index and below)."""
+        return 0
 
     def sequence_classification_classes(self) -> tuple[type, ...]:
         """HF classes with a sequence classification / regression head."""
@@ -277,40 +285,171 @@ class SuperNetwork(nn.Module):
         return self.forward_from_embeddings(hidden, ext_mask)
 
 
+#: Task-head output layers of HF checkpoints: their rows are the head's outputs.
+_HEAD_OUTPUT_WEIGHTS = ("classifier.out_proj.weight", "classifier.weight")
+#: A HuggingFace hub id: ``name`` or ``owner/name``. Anything else is meant as a local path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def has_task_head(config: Any) -> bool:
+    """Whether a HF config was saved from a task model (a trained head) rather than a bare encoder."""
+    saved_as = getattr(config, "architectures", None) or []
+    return any(name.endswith(("ForSequenceClassification", "ForMultipleChoice")) for name in saved_as)
+
+
+def max_positions(config: Any) -> int | None:
+    """The longest input the model's position embeddings cover; None if the config does not say."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None:
+        return None
+    adapter = _ADAPTERS.get(getattr(config, "model_type", ""))
+    return positions - (adapter.position_offset(config) if adapter is not None else 0)
+
+
+def check_max_seq_length(hf_model: Any, length: int) -> None:
+    """Refuse a ``--max-seq-length`` beyond the positions of ``hf_model`` (a model or its config)."""
+    config = getattr(hf_model, "config", hf_model)
+    limit = max_positions(config)
+    if limit is not None and length > limit:
+        offset = config.max_position_embeddings - limit
+        detail = f"max_position_embeddings {config.max_position_embeddings}" + (
+            f" minus a padding offset of {offset}" if offset else ""
+        )
+        raise NaspruneError(
+            f"--max-seq-length {length} is longer than the model's {limit} positions ({detail}); "
+            f"pass --max-seq-length {limit} or less"
+        )
+
+
+def local_model_folder(name_or_path: str) -> Path | None:
+    """The local folder meant by ``name_or_path``; None for a hub id; an error for a missing path."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise NaspruneError(f"model path {name_or_path} is a file; pass the folder that holds config.json")
+    if name_or_path.startswith((".", "~", os.sep)) or not _HUB_ID.match(name_or_path):
+        raise NaspruneError(f"model path {name_or_path} does not exist")
+    return None
+
+
+def _check_local_weights(folder: Path) -> int | None:
+    """Refuse pickled or unreadable weights; return the saved task head's number of outputs, if any.
+
+    Reads only the safetensors headers (a few kilobytes), so a truncated file is caught here with
+    its name rather than deep inside ``from_pretrained``.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    if not (folder / WEIGHTS_FILE).is_file() and not (folder / WEIGHTS_INDEX_FILE).is_file():
+        if any((folder / name).is_file() for name in _PICKLED_WEIGHTS):
+            raise NaspruneError(
+                f"{folder} holds only pytorch_model.bin, a pickle file that can run code when loaded, so nasprune "
+                "does not load it; if you trust it, convert it once: load it with transformers' from_pretrained"
+                "(folder, use_safetensors=False), which runs its pickle code, and save it with save_pretrained"
+                "(folder) (older transformers: save_pretrained(folder, safe_serialization=True))"
+            )
+        return None  # no weights at all: from_pretrained says what it looked for
+    head_outputs = None
+    for path in weight_files(folder):
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as stream:
+                names = set(stream.keys())
+                for name in _HEAD_OUTPUT_WEIGHTS:
+                    if name in names:
+                        head_outputs = stream.get_slice(name).get_shape()[0]
+                        break
+        except (SafetensorError, OSError) as err:
+            raise NaspruneError(
+                f"model weights {path} cannot be read (truncated or corrupt: {err}); restore the file"
+            ) from None
+    return head_outputs
+
+
+def _check_saved_head(
+    name_or_path: str, config: Any, task_kind: str, num_labels: int | None, head_outputs: int | None
+) -> None:
+    """Refuse a trained task head that does not fit the task; a bare encoder gets a new head."""
+    if not has_task_head(config):
+        return
+    saved_multiple_choice = any(a.endswith("ForMultipleChoice") for a in config.architectures)
+    if saved_multiple_choice != (task_kind == "multiple_choice"):
+        saved = "multiple-choice" if saved_multiple_choice else "sequence-classification"
+        raise NaspruneError(
+            f"model {name_or_path} has a trained {saved} head, but the task is {task_kind}; "
+            "use a model fine-tuned for this task, or the pre-trained encoder without a task head"
+        )
+    if saved_multiple_choice:  # one score per choice: nothing to count
+        return
+    if head_outputs is not None and head_outputs != config.num_labels:
+        raise NaspruneError(
+            f"{name_or_path}: config.json says num_labels {config.num_labels}, but the saved task head has "
+            f"{head_outputs} outputs; restore the config.json saved with these weights"
+        )
+    wanted = 1 if task_kind == "regression" else (num_labels or config.num_labels)
+    saved_kind = "regression" if config.num_labels == 1 or config.problem_type == "regression" else "classification"
+    if config.num_labels != wanted or saved_kind != task_kind:
+        raise NaspruneError(
+            f"model {name_or_path} has a trained {saved_kind} head with {config.num_labels} label(s), but the task "
+            f"is {task_kind} with {wanted}; use a model fine-tuned for this task, or the pre-trained encoder "
+            "without a task head"
+        )
+
+
 def load_hf_model(
     name_or_path: str, task_kind: str = "classification", num_labels: int | None = None, **kwargs: Any
 ) -> nn.Module:
-    """Load a HF task model from the hub or a local folder.
+    """Load a HF task model from the hub or a local folder, from safetensors weights only.
 
-    ``task_kind`` picks the head: ``classification`` (``num_labels`` >= 2, default 2),
-    ``regression`` (one output) or ``multiple_choice`` (``num_labels`` is ignored).
+    ``task_kind`` picks the head: ``classification`` (``num_labels`` >= 2; default: the saved
+    head's, else 2), ``regression`` (one output) or ``multiple_choice`` (``num_labels`` is
+    ignored). A trained head that does not fit is refused; a bare encoder gets a new head.
+    Pickled weights (``pytorch_model.bin``) are never loaded: they can run code.
     """
-    from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
+    from safetensors import SafetensorError
+    from transformers import AutoConfig, AutoModelForMultipleChoice, AutoModelForSequenceClassification
 
     if task_kind not in TASK_KINDS:
         raise NaspruneError(f"unknown task kind {task_kind!r}; expected one of {', '.join(TASK_KINDS)}")
+    if task_kind == "regression" and num_labels not in (None, 1):
+        raise NaspruneError(f"a regression head has one output, not num_labels={num_labels}")
+    if task_kind == "classification" and num_labels is not None and num_labels < 2:
+        raise NaspruneError(
+            f"classification needs num_labels >= 2, got {num_labels}; use task kind 'regression'"
+        )
+    folder = local_model_folder(str(name_or_path))
     try:
+        config = AutoConfig.from_pretrained(name_or_path)
+        head_outputs = _check_local_weights(folder) if folder is not None else None
+        _check_saved_head(str(name_or_path), config, task_kind, num_labels, head_outputs)
+        kwargs["use_safetensors"] = True
         if task_kind == "multiple_choice":
             return AutoModelForMultipleChoice.from_pretrained(name_or_path, **kwargs)
         if task_kind == "regression":
-            if num_labels not in (None, 1):
-                raise NaspruneError(f"a regression head has one output, not num_labels={num_labels}")
             return AutoModelForSequenceClassification.from_pretrained(
                 name_or_path, num_labels=1, problem_type="regression", **kwargs
             )
-        num_labels = 2 if num_labels is None else num_labels
-        if num_labels < 2:
-            raise NaspruneError(
-                f"classification needs num_labels >= 2, got {num_labels}; use task kind 'regression'"
-            )
+        if num_labels is None:
+            num_labels = config.num_labels if has_task_head(config) else 2
         return AutoModelForSequenceClassification.from_pretrained(
             name_or_path, num_labels=num_labels, **kwargs
         )
     except OSError as err:
         raise NaspruneError(
-            f"could not load model {name_or_path!r}: not a local model folder, and the HuggingFace hub "
-            f"could not provide it (offline or unknown name?). Details: {err}"
+            f"could not load model {name_or_path!r}: not a local model folder with model.safetensors, and the "
+            f"HuggingFace hub could not provide it (offline or unknown name?). Details: {err}"
         ) from err
     except ValueError as err:
         # Raised for folders without a usable config.json and for architectures HF does not know.
         raise NaspruneError(f"could not load model {name_or_path!r}: {err}") from err
+    except SafetensorError as err:
+        raise NaspruneError(f"could not load model {name_or_path!r}: its weights are corrupt ({err})") from err
+    except RuntimeError as err:
+        if "mismatched" not in str(err):
+            raise
+        # A tensor whose shape differs from what config.json describes (the head is checked above).
+        raise NaspruneError(
+            f"could not load model {name_or_path!r}: its weights do not fit its config.json "
+            "(was config.json edited?); restore the config.json saved with these weights"
+        ) from err

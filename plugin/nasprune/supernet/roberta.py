@@ -15,6 +15,10 @@ class RobertaAdapter(FamilyAdapter):
     model_types = ("roberta",)
     base_attr = "roberta"
 
+    def position_offset(self, config) -> int:
+        # Position ids count from padding_idx + 1 (create_position_ids_from_input_ids).
+        return config.pad_token_id + 1
+
     def sequence_classification_classes(self) -> tuple[type, ...]:
         from transformers import RobertaForSequenceClassification
 
