@@ -40,10 +40,9 @@ from nasprune.evaluation import SubnetEvaluator
 from nasprune.export import slice_subnetwork
 from nasprune.latency import measure_latency
 from nasprune.spaces import SEARCH_SPACES, get_search_space
-from nasprune.strategies import get_strategy
 from nasprune.subnet import SubNetwork
 from nasprune.supernet import SuperNetwork, load_hf_model
-from nasprune.training import Trainer, TrainingConfig
+from nasprune.training import Trainer, TrainingConfig, get_strategy
 
 
 def minilm_path() -> str:

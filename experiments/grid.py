@@ -130,7 +130,7 @@ def _finished_checkpoint(folder: Path) -> Path | None:
 
 
 def _data_options(config: dict, task: str, data_seed: int):
-    from nasprune.workflows import DataOptions
+    from nasprune.data import DataOptions
 
     # "custom": the user's files named in the data section (train_file, ...), no built-in task.
     return DataOptions(task=None if task == "custom" else task, seed=data_seed, **config["data"]).with_absolute_files()
@@ -139,8 +139,8 @@ def _data_options(config: dict, task: str, data_seed: int):
 def _data_overrides(config: dict) -> dict[str, Any]:
     """What searches and baselines pass on top of a checkpoint's data options: the evaluation caps,
     and the data files of the config (the config names them, so they need not lie beside the
-    checkpoint; see nasprune.workflows.checkpoint_data_options)."""
-    from nasprune.workflows import DATA_FILE_FLAGS
+    checkpoint; see nasprune.data.checkpoint_data_options)."""
+    from nasprune.data import DATA_FILE_FLAGS
 
     given = {name: os.path.abspath(config["data"][name]) for name in DATA_FILE_FLAGS if config["data"].get(name)}
     return {**given, **config["eval"]}
@@ -242,7 +242,7 @@ def build_jobs(config: dict) -> list[Job]:
 
 def run_grid(config: dict, dry_run: bool = False) -> dict[str, str]:
     """Run every unfinished job; returns ``name -> status`` (also written to ``grid_status.json``)."""
-    from nasprune.analysis import write_json_atomic
+    from nasprune.files import write_json_atomic
 
     status: dict[str, str] = {}
     root = Path(config["output_dir"])

@@ -11,8 +11,9 @@ continues when the same command is run again; ``--overwrite-output-dir`` starts 
 
 import argparse
 
-from nasprune.standard_nas import STANDARD_NAS_METHODS, print_summary, run_standard_nas
-from nasprune.workflows import DataOptions
+from nasprune.cli.nas import print_summary
+from nasprune.data import DataOptions
+from nasprune.standard_nas import STANDARD_NAS_METHODS, run_standard_nas
 
 MODEL = None  # a HF name or path (BERT or RoBERTa family); None: the offline MiniLM-L6
 DATA = DataOptions(

@@ -11,10 +11,12 @@ weights, one pass over the validation split each, and scores the Pareto set on t
 import argparse
 from pathlib import Path
 
+from nasprune.cli.summary import print_search_summary
+from nasprune.data import DataOptions
 from nasprune.rewiring import RewiringOptions
 from nasprune.search import METHODS
 from nasprune.training import TrainingConfig
-from nasprune.workflows import DataOptions, SearchOptions, print_search_summary, search, train_supernet
+from nasprune.workflows import SearchOptions, search, train_supernet
 
 MODEL = None  # a HF name or path (BERT or RoBERTa family); None: the offline MiniLM-L6
 DATA = DataOptions(task="rotten_tomatoes", max_seq_length=64, max_train_samples=6000, max_eval_samples=1000)

@@ -14,10 +14,8 @@ from nasprune.analysis import (
     markdown_table,
     pareto_mask,
     plot_front,
-    to_jsonable,
-    write_csv_atomic,
-    write_json_atomic,
 )
+from nasprune.files import to_jsonable, write_csv_atomic, write_json_atomic
 
 
 # --- Pareto masks -----------------------------------------------------------------------

@@ -12,12 +12,12 @@ import torch
 
 from conftest import tiny_batch, tiny_model, write_sentiment_csv, write_tiny_bert
 from nasprune.baselines import head_pruning, layer_drop, reference_model, rfp
-from nasprune.baselines.importance import Importance, logits_with_scales, mask_gradients
 from nasprune.counting import ParameterCounter, count_macs
 from nasprune.errors import NaspruneError
+from nasprune.importance import Importance, mask_gradients
 from nasprune.rewiring import Permutation, apply_permutation, compute_importance, importance_order, rewire
 from nasprune.subnet import ModelShape, SubNetwork
-from nasprune.supernet import SuperNetwork
+from nasprune.supernet import SuperNetwork, encoder_layers
 from nasprune.training import TrainingConfig, label_loss
 
 
@@ -38,6 +38,12 @@ def _labelled(model, n_batches=2, batch=6, seed=0):
 
 def _inputs(batch):
     return {k: v for k, v in batch.items() if k != "labels"}
+
+
+def logits_with_scales(supernet, batch, head_scale, unit_scale, subnet=None):
+    """The super-network's logits with real-valued head and unit scales (its ``scaled`` forward)."""
+    with supernet.scaled(head_scale, unit_scale, subnet):
+        return supernet(**batch)
 
 
 # --- mask gradients ------------------------------------------------------------------------
@@ -190,7 +196,7 @@ def test_tuning_reconstructs_a_pruned_layer_better():
     batches = _labelled(model)
     subnet = SubNetwork.from_counts(shape, [2], [32])
     scales = rfp.tune_masks(supernet, subnet, batches)
-    modules = rfp._layer_modules(supernet)[0]
+    modules = encoder_layers(supernet)[0]
     heads = subnet.head_indices(0)
 
     def attention_error(values):
@@ -337,7 +343,8 @@ def test_rewiring_moves_the_important_heads_first():
 # --- nasprune baseline end to end ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
-    from nasprune.workflows import DataOptions, train_supernet
+    from nasprune.data import DataOptions
+    from nasprune.workflows import train_supernet
 
     root = tmp_path_factory.mktemp("baselines")
     write_tiny_bert(root / "model", num_layers=3, seed=3)
@@ -408,7 +415,7 @@ def test_baseline_head_pruning_and_layer_drop_end_to_end(finetuned, tmp_path, mo
 def test_baseline_reference_model_and_cli_glue(finetuned, tmp_path, capsys, monkeypatch):
     import argparse
 
-    from nasprune.baselines import runner
+    from nasprune.cli import baseline as runner
 
     root, checkpoint = finetuned
     monkeypatch.chdir(root)
@@ -431,7 +438,7 @@ def test_baseline_reference_model_and_cli_glue(finetuned, tmp_path, capsys, monk
 
 
 def _tiny_data_options(root):
-    from nasprune.workflows import DataOptions
+    from nasprune.data import DataOptions
 
     return DataOptions(train_file=str(root / "train.csv"), validation_file=str(root / "valid.csv"),
                        test_file=str(root / "test.csv"), max_seq_length=16)
@@ -440,7 +447,8 @@ def _tiny_data_options(root):
 def test_train_supernet_rewires_the_start_model_by_the_finetuned_importance(finetuned, tmp_path):
     from nasprune import data
     from nasprune.rewiring import RewiringOptions
-    from nasprune.workflows import _load_tokenizer, train_supernet
+    from nasprune.session import load_tokenizer
+    from nasprune.workflows import train_supernet
 
     root, checkpoint = finetuned
     # A learning rate of 1e-12 leaves the weights where rewiring put them, to float precision.
@@ -454,7 +462,7 @@ def test_train_supernet_rewires_the_start_model_by_the_finetuned_importance(fine
 
     # The order is the fine-tuned checkpoint's Fisher importance on the same seeded sample.
     judge = SuperNetwork.from_pretrained(str(checkpoint)).eval()
-    tokenizer = _load_tokenizer(str(checkpoint))
+    tokenizer = load_tokenizer(str(checkpoint))
     task_data = _tiny_data_options(root).load()
     sample = data.subsample(data.prepare(task_data, tokenizer, 16)["train"], 24, config.seed)
     loader = data.make_dataloader(sample, tokenizer, 16, shuffle=False, sort_by_length=True)

@@ -22,10 +22,12 @@ from nasprune.checkpoint import (
     save_checkpoint,
     save_training_state,
 )
+from nasprune.data import DataOptions
 from nasprune.errors import NaspruneError
+from nasprune.session import load_tokenizer
 from nasprune.supernet import check_max_seq_length, load_hf_model
 from nasprune.training import MAX_PARAMETER_MAGNITUDE, TrainingConfig, check_parameters_sane
-from nasprune.workflows import DataOptions, train_supernet
+from nasprune.workflows import train_supernet
 
 CPU = torch.device("cpu")
 
@@ -205,9 +207,8 @@ def test_training_state_round_trips_without_pickle(tmp_path):
 def test_cuda_generators_are_saved_and_restored_from_the_cpu(tmp_path, monkeypatch):
     # No GPU needed: the CUDA calls are stood in for; what matters is what is saved and handed back.
     from nasprune.spaces import get_search_space
-    from nasprune.strategies import get_strategy
     from nasprune.supernet import SuperNetwork
-    from nasprune.training import Trainer
+    from nasprune.training import Trainer, get_strategy
 
     generators = [torch.arange(16, dtype=torch.uint8), torch.arange(16, 32, dtype=torch.uint8)]
     restored: dict[int, torch.Tensor] = {}
@@ -367,7 +368,7 @@ def test_model_folders_that_do_not_fit_get_one_clear_message(tmp_path, monkeypat
         with pytest.raises(NaspruneError, match=f"model path {missing} does not exist"):
             load_hf_model(missing, "classification")
         with pytest.raises(NaspruneError, match=f"model path {missing} does not exist"):
-            workflows._load_tokenizer(missing)
+            load_tokenizer(missing)
 
 
 def test_max_seq_length_is_checked_against_the_position_embeddings(workspace, tmp_path):

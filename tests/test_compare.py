@@ -203,12 +203,14 @@ def test_compare_rejects_bad_input(tmp_path):
 def test_compare_cli_glue(tmp_path, capsys):
     import argparse
 
+    from nasprune.cli import compare as compare_cli
+
     write_run(tmp_path / "runs" / "a", [[0.3, 0.4]])
     parser = argparse.ArgumentParser()
-    cmp.add_arguments(parser)
+    compare_cli.add_arguments(parser)
     args = parser.parse_args([str(tmp_path / "runs"), "--output-dir", str(tmp_path / "out"), "--bootstrap", "10",
                               "--group-by", "method,search_space"])
-    result = cmp.run_from_args(args)
+    result = compare_cli.run_from_args(args)
     assert result.ranks["method"].tolist() == ["nsga2/small"]
     assert "hypervolume" in capsys.readouterr().out
 

@@ -20,14 +20,10 @@ import pytest
 from conftest import random_subnet, write_sentiment_csv, write_tiny_bert
 from nasprune import data as nd
 from nasprune.cli import build_parser
+from nasprune.cli.flags import data_overrides_from_args
+from nasprune.data import DataOptions, checkpoint_data_options, load_checkpoint_data
 from nasprune.errors import NaspruneError
 from nasprune.subnet import ModelShape, SubNetwork
-from nasprune.workflows import (
-    DataOptions,
-    checkpoint_data_options,
-    data_overrides_from_args,
-    load_checkpoint_data,
-)
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "TOPSECRET"

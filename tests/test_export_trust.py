@@ -23,8 +23,9 @@ from nasprune.supernet import SuperNetwork
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
     """A fine-tuned tiny BERT checkpoint on a tiny sentiment CSV whose labels are words."""
+    from nasprune.data import DataOptions
     from nasprune.training import TrainingConfig
-    from nasprune.workflows import DataOptions, train_supernet
+    from nasprune.workflows import train_supernet
 
     root = tmp_path_factory.mktemp("export-trust")
     write_tiny_bert(root / "model", num_layers=3, seed=3)
@@ -87,7 +88,7 @@ def _sentences(n: int = 6, seed: int = 5) -> tuple[list[str], list[str]]:
 def test_export_measures_the_exported_model_and_keeps_the_table_apart(finetuned, rfp_results, tmp_path, capsys):
     import argparse
 
-    from nasprune.workflows import export_from_args
+    from nasprune.cli.export import run_from_args as export_from_args
 
     root, checkpoint = finetuned
     table = pd.read_csv(rfp_results / "results.csv")
@@ -118,13 +119,14 @@ def test_export_measures_the_exported_model_and_keeps_the_table_apart(finetuned,
 
 def test_no_evaluate_writes_no_error_numbers_and_needs_no_data(finetuned, rfp_results, tmp_path, monkeypatch):
     from nasprune import workflows
+    from nasprune.data import DataOptions
 
     _, checkpoint = finetuned
 
     def data_is_gone(self):
         raise NaspruneError("train file /gone.csv does not exist")
 
-    monkeypatch.setattr(workflows.DataOptions, "load", data_is_gone)
+    monkeypatch.setattr(DataOptions, "load", data_is_gone)
     with pytest.raises(NaspruneError, match="--no-evaluate"):
         workflows.export(checkpoint, rfp_results, tmp_path / "a", pick=0)
     assert not (tmp_path / "a").exists()

@@ -8,7 +8,8 @@ from conftest import tiny_model
 
 from nasprune.counting import ParameterCounter
 from nasprune.errors import NaspruneError
-from nasprune.latency import measure_latency, random_inputs, subnet_latency
+from nasprune.inputs import random_inputs
+from nasprune.latency import measure_latency, subnet_latency
 from nasprune.subnet import SubNetwork
 from nasprune.supernet import SuperNetwork
 

@@ -17,13 +17,16 @@ import pytest
 from conftest import write_sentiment_csv, write_tiny_bert
 from nasprune import analysis, workflows
 from nasprune.checkpoint import load_checkpoint
+from nasprune.data import DataOptions, load_checkpoint_data
 from nasprune.errors import NaspruneError
 from nasprune.evaluation import SubnetEvaluator
 from nasprune.output_dir import LOCK_FILE, check_output_dir, lock_output_dir, lock_path
+from nasprune.results import JOURNAL_FILE, SearchResult
 from nasprune.search.loop import run_ask_tell
+from nasprune.session import load_tokenizer
 from nasprune.subnet import SubNetwork
 from nasprune.training import TrainingConfig
-from nasprune.workflows import DataOptions, SearchOptions, search, train_supernet
+from nasprune.workflows import SearchOptions, search, train_supernet
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +57,7 @@ def checkpoint(tmp_path_factory) -> Path:
     return _train(tmp_path_factory.mktemp("trained"), seed=0)
 
 
-def _search(checkpoint: Path, out: Path, **options) -> workflows.SearchResult:
+def _search(checkpoint: Path, out: Path, **options) -> SearchResult:
     overwrite = options.pop("overwrite", False)
     settings = {"method": "random_search", "num_samples": 4, "search_space": "small", **options}
     return search(checkpoint, SearchOptions(**settings), out, progress=False, overwrite=overwrite)
@@ -99,7 +102,7 @@ def test_a_search_after_retraining_evaluates_again(tmp_path, monkeypatch, caplog
     assert counter.calls == evaluated  # measured again, not resumed from the old journal
     notices = [r.getMessage() for r in caplog.records if "evaluating afresh" in r.getMessage()]
     assert len(notices) == 1 and "checkpoint_fingerprint" in notices[0]
-    header = json.loads((out / workflows.JOURNAL_FILE).read_text().splitlines()[0])
+    header = json.loads((out / JOURNAL_FILE).read_text().splitlines()[0])
     assert header["checkpoint_fingerprint"] == info.fingerprint == second.summary["checkpoint_fingerprint"]
     # The errors are the new weights' errors: a fresh evaluator without a journal agrees.
     fresh = SubnetEvaluator(_supernet(retrained), _validation(retrained), _task_data(retrained).metric, 16)
@@ -116,13 +119,13 @@ def _supernet(checkpoint: Path):
 
 def _task_data(checkpoint: Path):
     _, info = load_checkpoint(checkpoint)
-    return workflows.load_checkpoint_data(checkpoint, info.data_options)[1]
+    return load_checkpoint_data(checkpoint, info.data_options)[1]
 
 
 def _validation(checkpoint: Path):
     from nasprune import data
 
-    tokenizer = workflows._load_tokenizer(str(checkpoint))
+    tokenizer = load_tokenizer(str(checkpoint))
     encoded = data.prepare(_task_data(checkpoint), tokenizer, 16)
     return data.make_dataloader(encoded["validation"], tokenizer, 8, shuffle=False, sort_by_length=True)
 
@@ -134,7 +137,7 @@ def test_a_changed_validation_split_is_evaluated_again(checkpoint, tmp_path, mon
     counter.calls = 0
     result = search(checkpoint, SearchOptions(num_samples=3), out, {"max_eval_samples": 12}, progress=False)
     assert counter.calls == result.table["subnet"].nunique()
-    header = json.loads((out / workflows.JOURNAL_FILE).read_text().splitlines()[0])
+    header = json.loads((out / JOURNAL_FILE).read_text().splitlines()[0])
     assert header["validation_examples"] == 12 and header["data_options"]["max_eval_samples"] == 12
 
 
@@ -361,6 +364,6 @@ def test_run_refuses_another_search_before_training_and_overwrite_starts_afresh(
     assert second["method"] == "local_search" and second["complete"] is True
     assert second["checkpoint_fingerprint"] != first["checkpoint_fingerprint"]  # retrained with seed 1
     assert (out / "supernet" / "epoch-1" / "model.safetensors").read_bytes() != weights
-    header = json.loads((out / workflows.JOURNAL_FILE).read_text().splitlines()[0])
+    header = json.loads((out / JOURNAL_FILE).read_text().splitlines()[0])
     assert header["checkpoint_fingerprint"] == second["checkpoint_fingerprint"]
     assert not (out / LOCK_FILE).exists()

@@ -22,6 +22,7 @@ from syne_tune.report import retrieve
 
 from conftest import write_tiny_bert
 from nasprune import analysis, worker
+from nasprune.cli.nas import add_arguments, run_from_args
 from nasprune.errors import NaspruneError
 from nasprune.search import NSGA2, LocalSearch
 from nasprune.search.registry import METHODS
@@ -30,14 +31,12 @@ from nasprune.standard_nas import (
     ParetoRankPriority,
     SeededMOASHA,
     TrialLimit,
-    add_arguments,
     make_standard_nas_scheduler,
-    run_from_args,
     run_standard_nas,
 )
 from nasprune.subnet import ModelShape
 from nasprune.analysis import HYPERVOLUME_DEFINITION, REFERENCE_POINT
-from nasprune.workflows import DataOptions
+from nasprune.data import DataOptions
 from test_cli import _write_data
 
 METRICS = ["valid_error", "relative_params"]

@@ -402,7 +402,7 @@ CRASHING_ENTRY_POINT = """
 
 
 def _data_options(root):
-    from nasprune.workflows import DataOptions
+    from nasprune.data import DataOptions
 
     return DataOptions(train_file=str(root / "train.csv"), validation_file=str(root / "valid.csv"),
                        test_file=str(root / "test.csv"), max_seq_length=16, seed=7)

@@ -6,9 +6,17 @@ from conftest import tiny_batch, tiny_model
 from nasprune.checkpoint import CheckpointInfo, epoch_checkpoints, resolve_checkpoint, save_checkpoint
 from nasprune.errors import NaspruneError
 from nasprune.spaces import get_search_space
-from nasprune.strategies import DISTILL, LABELS, STRATEGIES, get_strategy
 from nasprune.supernet import SuperNetwork
-from nasprune.training import Trainer, TrainingConfig, distillation_loss, label_loss
+from nasprune.training import (
+    DISTILL,
+    LABELS,
+    STRATEGIES,
+    Trainer,
+    TrainingConfig,
+    distillation_loss,
+    get_strategy,
+    label_loss,
+)
 
 
 def _space(model, name="small"):
@@ -168,7 +176,7 @@ def test_checkpoints_are_written_whole_and_found(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
 def test_shared_embeddings_give_the_gradients_of_separate_forwards():
-    from nasprune.strategies import Strategy, TrainingTask
+    from nasprune.training import Strategy, TrainingTask
 
     model = tiny_model("bert", "classification", dropout=0.0)
     supernet = SuperNetwork(model)

@@ -1,4 +1,4 @@
-"""Pareto sets, hypervolume, plots, tables and atomic result files.
+"""Pareto sets, hypervolume, plots and tables (atomic files: :mod:`nasprune.files`).
 
 All objectives are minimised (errors, relative sizes, latencies). Comparing searches by
 hypervolume needs the *same* normalisation and reference point for every method, so
@@ -21,17 +21,16 @@ runs and use the reference point (2, 2); ``nasprune compare --normalisation pape
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 from pymoo.indicators.hv import HV
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+from nasprune.files import save_figure_atomic
 
 Bounds = tuple[Sequence[float], Sequence[float]]
 
@@ -190,69 +189,7 @@ def plot_front(
     axes.grid(alpha=0.3)
     axes.legend(loc="best", fontsize="small")
     figure.tight_layout()
-    return _write_atomic(path, lambda handle: figure.savefig(handle, format="png"), binary=True)
-
-
-# --- files ------------------------------------------------------------------------------
-def _write_atomic(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = False) -> Path:
-    """Write through a temporary file in the target's folder, then rename it into place, so
-    readers never see a half-written file and a crash leaves the old file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        text_options = {} if binary else {"encoding": "utf-8", "newline": ""}
-        with os.fdopen(handle, "wb" if binary else "w", **text_options) as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
-    return path
-
-
-def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``df`` as CSV (without the index) atomically."""
-    return _write_atomic(path, lambda out: df.to_csv(out, index=False))
-
-
-def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
-    """Write ``text`` atomically."""
-    return _write_atomic(path, lambda out: out.write(text))
-
-
-def to_jsonable(obj: Any) -> Any:
-    """``obj`` with numpy scalars and arrays, tuples, sets and paths turned into JSON types.
-
-    Non-finite floats become None: ``NaN`` is not valid JSON and strict readers reject it.
-    """
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer, int)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if isinstance(obj, (pd.Timestamp, pd.Timedelta)):
-        return str(obj)
-    return obj
-
-
-def write_json_atomic(obj: Any, path: str | os.PathLike, indent: int = 2) -> Path:
-    """Write ``obj`` as JSON atomically, converting numpy types (see :func:`to_jsonable`)."""
-    text = json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
-    return _write_atomic(path, lambda out: out.write(text + "\n"))
+    return save_figure_atomic(figure, path)
 
 
 # --- tables -----------------------------------------------------------------------------

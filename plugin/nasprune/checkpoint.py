@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from nasprune.errors import NaspruneError
+from nasprune.files import replace_folder
 
 logger = logging.getLogger("nasprune")
 
@@ -197,13 +198,7 @@ def save_checkpoint(
     replace(info, fingerprint=checkpoint_fingerprint(tmp, info)).save(tmp)
     if training_state is not None:
         save_training_state(tmp, training_state)
-    old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-    if directory.exists():
-        directory.rename(old)
-    tmp.rename(directory)
-    if old.exists():
-        shutil.rmtree(old)
-    return directory
+    return replace_folder(tmp, directory)
 
 
 def clean_interrupted_saves(output_dir: Path) -> None:

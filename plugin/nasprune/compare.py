@@ -43,7 +43,6 @@ weight-sharing searches, baselines and standard NAS are charged for everything t
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -57,10 +56,11 @@ import pandas as pd
 
 from nasprune import analysis
 from nasprune.errors import NaspruneError
+from nasprune.files import save_figure_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
+from nasprune.objectives import COMMON_OBJECTIVES, OBJECTIVES
 
 logger = logging.getLogger("nasprune")
 
-OBJECTIVES = {"error": "valid_error", "params": "relative_params", "macs": "relative_macs"}
 NORMALISATIONS = ("unit", "task", "paper")
 #: The reference point of the ``task`` (min-max) and ``paper`` (quantile) normalisations.
 TASK_REFERENCE_POINT, PAPER_REFERENCE_POINT = 1.1, 2.0
@@ -439,7 +439,7 @@ def _figure(width: float = 8.0, height: float = 4.5):
 
 def _save(figure, path: Path) -> Path:
     figure.tight_layout()
-    return analysis._write_atomic(path, lambda handle: figure.savefig(handle, format="png"), binary=True)
+    return save_figure_atomic(figure, path)
 
 
 def _colours(labels: Sequence[str]) -> dict[str, Any]:
@@ -571,7 +571,7 @@ def compare(
     ``hypervolume_over_time_<task>.png``, ``error_vs_size_<task>.png`` (validation error) and
     ``test_error_vs_size_<task>.png``, plus ``ranks.png``.
     """
-    unknown = [o for o in objectives if o not in OBJECTIVES]
+    unknown = [o for o in objectives if o not in COMMON_OBJECTIVES]
     if unknown or len(objectives) < 2 or objectives[0] != "error":
         raise NaspruneError(f"--objectives must be 'error' and one or more of params, macs; got {','.join(objectives)}")
     bad_fields = [f for f in group_by if f not in GROUP_FIELDS]
@@ -609,7 +609,7 @@ def compare(
             "%d runs share a (task, method, data seed, seed); ranks use their mean hypervolume: %s",
             int(duplicates.sum()), ", ".join(per_run.loc[duplicates, "path"].head(4)),
         )
-    files["runs"] = analysis.write_csv_atomic(per_run, output_dir / "runs.csv")
+    files["runs"] = write_csv_atomic(per_run, output_dir / "runs.csv")
 
     scores = per_run.groupby(run_keys, as_index=False)["hypervolume"].mean()
     ranked = instance_ranks(scores.rename(columns={"hypervolume": "score"}))
@@ -621,9 +621,9 @@ def compare(
         ("ranks", ranks, "Average rank by hypervolume, 95% bootstrap CI"),
         ("compression", compression, f"Smallest {columns[1]} within a share of the unpruned score"),
     ):
-        files[f"{name}_csv"] = analysis.write_csv_atomic(table, output_dir / f"{name}.csv")
-        files[f"{name}_md"] = analysis.write_text_atomic(analysis.markdown_table(table), output_dir / f"{name}.md")
-        files[f"{name}_tex"] = analysis.write_text_atomic(latex_table(table, caption), output_dir / f"{name}.tex")
+        files[f"{name}_csv"] = write_csv_atomic(table, output_dir / f"{name}.csv")
+        files[f"{name}_md"] = write_text_atomic(analysis.markdown_table(table), output_dir / f"{name}.md")
+        files[f"{name}_tex"] = write_text_atomic(latex_table(table, caption), output_dir / f"{name}.tex")
 
     for task in sorted({r.task for r in runs}):
         task_runs = [r for r in runs if r.task == task]
@@ -649,7 +649,7 @@ def compare(
         "runs": [str(r.path) for r in runs],
         "files": {k: str(v) for k, v in files.items()},
     }
-    files["settings"] = analysis.write_json_atomic(settings, output_dir / "comparison.json")
+    files["settings"] = write_json_atomic(settings, output_dir / "comparison.json")
     return Comparison(per_run, hv_table, ranks, compression, norm, files)
 
 
@@ -684,39 +684,3 @@ def _compression_table(runs: Sequence[Run], size: str) -> pd.DataFrame:
                 row[f"runs @{level:.0%}"] = f"{len(finite)}/{len(values)}"
             rows.append(row)
     return pd.DataFrame(rows)
-
-
-# --- CLI glue -----------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of ``nasprune compare`` (add to a sub-parser)."""
-    parser.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="run folders, or folders holding them")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--objectives", default="error,params", help="error,params or error,macs")
-    parser.add_argument("--normalisation", default="unit", choices=list(NORMALISATIONS),
-                        help="unit: the objectives as they are (fractions of the unpruned model), reference 1.1 "
-                        "(the summaries' hypervolume); task: per-task min-max, reference 1.1; paper: per-task "
-                        "quantiles (Klein et al. 2024), reference 2")
-    parser.add_argument("--reference-point", type=float, help="override the reference point (normalised units)")
-    parser.add_argument("--group-by", default="kind,method", help=f"fields naming a method: {', '.join(GROUP_FIELDS)}")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates of the rank CIs")
-    parser.add_argument("--no-training-time", dest="include_training_time", action="store_false",
-                        help="do not add the checkpoint's training time to the time axis")
-
-
-def run_from_args(args: argparse.Namespace) -> Comparison:
-    """``nasprune compare``."""
-    result = compare(
-        args.results,
-        args.output_dir,
-        objectives=[o.strip() for o in args.objectives.split(",") if o.strip()],
-        normalisation=args.normalisation,
-        reference_point=args.reference_point,
-        group_by=[g.strip() for g in args.group_by.split(",") if g.strip()],
-        num_bootstrap=args.bootstrap,
-        include_training_time=args.include_training_time,
-    )
-    print(analysis.markdown_table(result.hypervolume))
-    print(analysis.markdown_table(result.compression))
-    for name, path in result.files.items():
-        print(f"{name:>40}: {path}")
-    return result

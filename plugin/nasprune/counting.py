@@ -15,8 +15,7 @@ from torch import nn
 
 from nasprune.errors import NaspruneError
 from nasprune.subnet import ModelShape, SubNetwork
-from nasprune.supernet import get_adapter
-from nasprune.supernet.encoder import LayerModules
+from nasprune.supernet import LayerModules, encoder_layers, get_adapter, unwrap
 
 
 def _numel(module: nn.Module | None) -> int:
@@ -61,7 +60,7 @@ class ParameterCounter:
     """
 
     def __init__(self, model: nn.Module):
-        model = getattr(model, "model", model)
+        model = unwrap(model)
         adapter = get_adapter(getattr(model.config, "model_type", ""))
         self.shape = ModelShape.from_config(model.config)
         layers = list(adapter.layers(model))
@@ -72,7 +71,7 @@ class ParameterCounter:
         self.total = sum(unique.values())
         self.non_encoder = sum(n for pid, n in unique.items() if pid not in in_layers)
 
-        self.layers = [_layer_counts(adapter.layer_modules(layer), self.shape.num_heads) for layer in layers]
+        self.layers = [_layer_counts(modules, self.shape.num_heads) for modules in encoder_layers(model)]
         self._per_head = np.array([c.per_head for c in self.layers], dtype=np.int64)
         self._attn_fixed = np.array([c.attn_fixed for c in self.layers], dtype=np.int64)
         self._per_unit = np.array([c.per_unit for c in self.layers], dtype=np.int64)
@@ -90,7 +89,7 @@ class ParameterCounter:
 
     def count(self, subnet: SubNetwork) -> int:
         """The number of parameters of ``subnet`` once physically pruned."""
-        _check_shape(subnet, self.shape)
+        self.shape.check(subnet)
         heads = subnet.heads_per_layer.astype(np.int64)
         units = subnet.units_per_layer.astype(np.int64)
         encoder = (
@@ -106,23 +105,13 @@ class ParameterCounter:
         return self.count(subnet) / self.total
 
 
-def _check_shape(subnet: SubNetwork, shape: ModelShape) -> None:
-    if subnet.head_mask.shape != (shape.num_layers, shape.num_heads) or subnet.unit_mask.shape != (
-        shape.num_layers,
-        shape.intermediate_size,
-    ):
-        raise NaspruneError(
-            f"sub-network masks {subnet.head_mask.shape} / {subnet.unit_mask.shape} do not fit {shape}"
-        )
-
-
 def count_macs(subnet: SubNetwork, shape: ModelShape, seq_len: int) -> int:
     """Multiply-accumulates of the encoder for one sequence of ``seq_len`` tokens.
 
     Per kept head 3·T·d·dh (Q, K, V) + 2·T²·dh (scores and context) + T·dh·d (output
     projection); per kept FFN unit 2·T·d.
     """
-    _check_shape(subnet, shape)
+    shape.check(subnet)
     t, d, dh = int(seq_len), shape.hidden_size, shape.head_dim
     per_head = 3 * t * d * dh + 2 * t * t * dh + t * dh * d
     per_unit = 2 * t * d

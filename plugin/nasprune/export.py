@@ -13,8 +13,9 @@
   :func:`mask_scales_for_row` make sure a results row is exported from the weights that produced
   it; :func:`measure_exported_model` measures the exported folder as a user would load it.
 
-Importing this module registers the pruned models with the ``transformers`` Auto classes, so
-``AutoModelForSequenceClassification.from_pretrained(exported_dir)`` works after ``import nasprune``.
+The pruned models are registered with the ``transformers`` Auto classes by :mod:`nasprune.pruned`
+(imported here), so ``AutoModelForSequenceClassification.from_pretrained(exported_dir)`` works
+after ``import nasprune``.
 """
 
 from __future__ import annotations
@@ -37,18 +38,11 @@ from torch import nn
 
 from nasprune.counting import ParameterCounter
 from nasprune.errors import NaspruneError
-from nasprune.pruned import (
-    PrunedBertConfig,
-    PrunedBertForMultipleChoice,
-    PrunedBertForSequenceClassification,
-    PrunedBertModel,
-    PrunedRobertaConfig,
-    PrunedRobertaForMultipleChoice,
-    PrunedRobertaForSequenceClassification,
-    PrunedRobertaModel,
-)
+from nasprune.files import replace_folder
+from nasprune.inputs import random_inputs
+from nasprune.pruned import PRUNED_FAMILIES, PrunedFamily
 from nasprune.subnet import ModelShape, SubNetwork
-from nasprune.supernet import SuperNetwork, get_adapter
+from nasprune.supernet import encoder_layers, get_adapter, head_feature_indices, unwrap
 
 logger = logging.getLogger("nasprune")
 
@@ -58,63 +52,11 @@ EXPORT_FORMAT_VERSION = 1
 ONNX_INSTALL_HINT = "pip install 'nasprune[onnx]'"
 
 
-@dataclass(frozen=True)
-class PrunedFamily:
-    """The pruned classes that replace one dense HF family."""
-
-    config: type
-    base_model: type
-    sequence_classification: type
-    multiple_choice: type
-
-    def task_class(self, task_kind: str) -> type:
-        return self.multiple_choice if task_kind == "multiple_choice" else self.sequence_classification
-
-
-#: Dense HF ``model_type`` -> its pruned counterpart.
-PRUNED_FAMILIES: dict[str, PrunedFamily] = {
-    "bert": PrunedFamily(
-        PrunedBertConfig, PrunedBertModel, PrunedBertForSequenceClassification, PrunedBertForMultipleChoice
-    ),
-    "roberta": PrunedFamily(
-        PrunedRobertaConfig,
-        PrunedRobertaModel,
-        PrunedRobertaForSequenceClassification,
-        PrunedRobertaForMultipleChoice,
-    ),
-}
-
-
-def register_auto_classes() -> None:
-    """Make ``AutoConfig`` / ``AutoModel*`` load pruned models by their ``model_type``. Idempotent."""
-    from transformers import (
-        AutoConfig,
-        AutoModel,
-        AutoModelForMultipleChoice,
-        AutoModelForSequenceClassification,
-    )
-
-    for family in PRUNED_FAMILIES.values():
-        AutoConfig.register(family.config.model_type, family.config, exist_ok=True)
-        AutoModel.register(family.config, family.base_model, exist_ok=True)
-        AutoModelForSequenceClassification.register(
-            family.config, family.sequence_classification, exist_ok=True
-        )
-        AutoModelForMultipleChoice.register(family.config, family.multiple_choice, exist_ok=True)
-
-
-register_auto_classes()
-
-
 # ------------------------------------------------------------------------------------------------
 # Slicing
 # ------------------------------------------------------------------------------------------------
 # Keys of a HF config that describe the dense checkpoint rather than the architecture.
 _DROPPED_CONFIG_KEYS = ("model_type", "architectures", "auto_map", "transformers_version", "_name_or_path")
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.model if isinstance(model, SuperNetwork) else model
 
 
 def _pruned_family(hf_model: nn.Module) -> PrunedFamily:
@@ -143,13 +85,6 @@ def pruned_config(hf_config: Any, subnet: SubNetwork) -> Any:
     return family.config(**values)
 
 
-def _head_rows(subnet: SubNetwork, layer: int, head_dim: int) -> torch.Tensor:
-    """Output features of Q/K/V (= input features of the attention output) of the kept heads."""
-    heads = subnet.head_indices(layer)
-    rows = heads[:, None] * head_dim + np.arange(head_dim)[None, :]
-    return torch.as_tensor(rows.reshape(-1), dtype=torch.long)
-
-
 def _layer_state(modules: Any, subnet: SubNetwork, layer: int, head_dim: int, prefix: str) -> dict:
     """The pruned layer's weights, named as in :class:`nasprune.pruned.modeling.PrunedLayer`."""
     state: dict[str, torch.Tensor] = {}
@@ -166,7 +101,7 @@ def _layer_state(modules: Any, subnet: SubNetwork, layer: int, head_dim: int, pr
             state[f"{prefix}{name}.bias"] = bias if rows is None else bias.index_select(0, rows.to(bias.device))
 
     if subnet.head_mask[layer].any():
-        rows = _head_rows(subnet, layer, head_dim)
+        rows = torch.as_tensor(head_feature_indices(subnet.head_indices(layer), head_dim), dtype=torch.long)
         for name, module in (("query", modules.query), ("key", modules.key), ("value", modules.value)):
             put(f"attention.{name}", module, rows=rows)
         put("attention.output", modules.attn_out, cols=rows)
@@ -188,17 +123,11 @@ def slice_subnetwork(model: nn.Module, subnet: SubNetwork) -> nn.Module:
     those of the super-network running ``subnet``, and whose parameter count equals
     ``ParameterCounter(model).count(subnet)``. The source model is not modified.
     """
-    hf_model = _unwrap(model)
+    hf_model = unwrap(model)
     family = _pruned_family(hf_model)
-    adapter = get_adapter(hf_model.config.model_type)
-    task_kind = adapter.task_kind(hf_model)
+    task_kind = get_adapter(hf_model.config.model_type).task_kind(hf_model)
     shape = ModelShape.from_config(hf_model.config)
-    expected = ((shape.num_layers, shape.num_heads), (shape.num_layers, shape.intermediate_size))
-    if (subnet.head_mask.shape, subnet.unit_mask.shape) != expected:
-        raise NaspruneError(
-            f"sub-network masks {subnet.head_mask.shape} / {subnet.unit_mask.shape} do not fit this "
-            f"model: expected head mask {expected[0]} and unit mask {expected[1]}"
-        )
+    shape.check(subnet)
 
     config = pruned_config(hf_model.config, subnet)
     pruned = family.task_class(task_kind)(config)
@@ -208,11 +137,11 @@ def slice_subnetwork(model: nn.Module, subnet: SubNetwork) -> nn.Module:
     source = hf_model.state_dict()
     encoder_prefix = f"{pruned.base_model_prefix}.encoder."
     state = {k: source[k] for k in pruned.state_dict() if not k.startswith(encoder_prefix)}
-    layers = adapter.layers(hf_model)
+    layers = encoder_layers(hf_model)
     for new_index, old_index in enumerate(subnet.kept_layers):
         state.update(
             _layer_state(
-                adapter.layer_modules(layers[old_index]),
+                layers[old_index],
                 subnet,
                 old_index,
                 shape.head_dim,
@@ -293,7 +222,7 @@ def export_subnetwork(
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
         raise NaspruneError(f"{output_dir} already exists; choose another folder or allow overwriting")
-    hf_model = _unwrap(supernet)
+    hf_model = unwrap(supernet)
     pruned = slice_subnetwork(hf_model, subnet)
     set_label_names(pruned.config, label_names)
     counter = ParameterCounter(hf_model)
@@ -324,12 +253,7 @@ def export_subnetwork(
             meta.update(finish(tmp))
         (tmp / EXPORT_META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
         (tmp / "README.md").write_text(_model_card(meta))
-        old = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
-        if output_dir.exists():
-            output_dir.rename(old)
-        tmp.rename(output_dir)
-        if old.exists():
-            shutil.rmtree(old)
+        replace_folder(tmp, output_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -431,18 +355,12 @@ def example_batch(
     The default sizes differ from each other on purpose: the exporter may treat axes whose example
     sizes coincide as one.
     """
-    config = model.config
     names = list(input_names) if input_names is not None else onnx_input_names(model)
-    generator = torch.Generator().manual_seed(seed)
-    multiple_choice = "MultipleChoice" in type(model).__name__
-    shape = (batch_size, num_choices, seq_len) if multiple_choice else (batch_size, seq_len)
-    # Ids above the padding id keep RoBERTa's padding-aware positions on the common path.
-    low = min(int(config.pad_token_id or 0) + 1, config.vocab_size - 1)
-    input_ids = torch.randint(low, config.vocab_size, shape, generator=generator)
-    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    batch = random_inputs(model, batch_size, seq_len, num_choices, device="cpu", seed=seed)
     if "token_type_ids" in names:
         # A sentence pair: the second half of every row is segment 1 (where the model has one).
-        second = 1 if int(getattr(config, "type_vocab_size", 1) or 1) > 1 else 0
+        second = 1 if int(getattr(model.config, "type_vocab_size", 1) or 1) > 1 else 0
+        shape = batch["input_ids"].shape
         batch["token_type_ids"] = (torch.arange(seq_len) >= seq_len // 2).long().mul(second).expand(shape).clone()
     return batch
 

@@ -19,46 +19,8 @@ import torch
 from torch import nn
 
 from nasprune.errors import NaspruneError
+from nasprune.inputs import model_device, random_inputs
 from nasprune.subnet import SubNetwork
-
-
-def _is_multiple_choice(model: nn.Module) -> bool:
-    task_kind = getattr(model, "task_kind", None)  # a SuperNetwork says so itself
-    if isinstance(task_kind, str):
-        return task_kind == "multiple_choice"
-    return "MultipleChoice" in type(model).__name__
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
-def random_inputs(
-    model: nn.Module,
-    batch_size: int = 1,
-    seq_len: int = 128,
-    num_choices: int = 4,
-    device: torch.device | str | None = None,
-    seed: int = 0,
-) -> dict[str, torch.Tensor]:
-    """Random ``input_ids`` and an all-ones ``attention_mask`` for ``model``.
-
-    Shapes are ``[batch_size, seq_len]``, or ``[batch_size, num_choices, seq_len]`` for a
-    multiple-choice model. Ids avoid the padding id, so RoBERTa's positions count every token.
-    """
-    config = model.config
-    generator = torch.Generator().manual_seed(seed)
-    shape = (batch_size, num_choices, seq_len) if _is_multiple_choice(model) else (batch_size, seq_len)
-    low = min(int(getattr(config, "pad_token_id", None) or 0) + 1, config.vocab_size - 1)
-    input_ids = torch.randint(low, config.vocab_size, shape, generator=generator)
-    device = torch.device(device) if device is not None else _model_device(model)
-    return {
-        "input_ids": input_ids.to(device),
-        "attention_mask": torch.ones(shape, dtype=torch.long, device=device),
-    }
 
 
 def measure_latency(
@@ -90,7 +52,7 @@ def measure_latency(
         )
     if device is not None:
         model.to(device)
-    device = _model_device(model)
+    device = model_device(model)
     inputs = random_inputs(model, batch_size, seq_len, num_choices, device)
     cuda = device.type == "cuda"
 

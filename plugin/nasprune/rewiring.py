@@ -6,7 +6,7 @@ Adaptive Width and Depth", §3.1) sorts heads and neurons by importance before t
 width-adaptive network, so that every width keeps the most important ones. The importance here is
 the Fisher information of the mask variables (Kwon et al. 2022, "A Fast Post-Training Pruning
 Framework for Transformers", §4.1) or the expected absolute mask gradient (Michel et al. 2019,
-"Are Sixteen Heads Really Better than One?"), see :mod:`nasprune.baselines.importance`.
+"Are Sixteen Heads Really Better than One?"), see :mod:`nasprune.importance`.
 
 A permutation of the heads of a layer permutes the Q, K and V output rows head-block-wise and the
 attention output projection's input columns the same way; a permutation of the FFN units permutes
@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from nasprune.baselines.importance import Importance, mask_gradients
 from nasprune.errors import NaspruneError
+from nasprune.importance import Importance, mask_gradients
 from nasprune.subnet import ModelShape
-from nasprune.supernet import LayerModules, SuperNetwork, get_adapter
+from nasprune.supernet import LayerModules, SuperNetwork, encoder_layers, head_feature_indices, unwrap
 
 IMPORTANCE_KINDS = ("fisher", "gradient")
 
@@ -99,12 +99,6 @@ def importance_order(importance: Importance) -> Permutation:
     return Permutation(head.astype(np.int64), unit.astype(np.int64))
 
 
-def _layer_modules(model: nn.Module) -> list[LayerModules]:
-    model = model.model if isinstance(model, SuperNetwork) else model
-    adapter = get_adapter(getattr(model.config, "model_type", ""))
-    return [adapter.layer_modules(layer) for layer in adapter.layers(model)]
-
-
 def _permute_(tensor: torch.Tensor, index: torch.Tensor, dim: int) -> None:
     # In place, so the Parameter objects (and any optimizer's references to them) stay the same.
     tensor.copy_(tensor.index_select(dim, index.to(tensor.device)))
@@ -113,7 +107,7 @@ def _permute_(tensor: torch.Tensor, index: torch.Tensor, dim: int) -> None:
 @torch.no_grad()
 def permute_layer(modules: LayerModules, head_order: np.ndarray, unit_order: np.ndarray, head_dim: int) -> None:
     """Reorder one layer's heads and FFN units in place; its function stays the same."""
-    rows = torch.as_tensor((np.asarray(head_order)[:, None] * head_dim + np.arange(head_dim)).ravel())
+    rows = torch.as_tensor(head_feature_indices(head_order, head_dim))
     for linear in (modules.query, modules.key, modules.value):
         _permute_(linear.weight, rows, 0)
         if linear.bias is not None:
@@ -128,17 +122,13 @@ def permute_layer(modules: LayerModules, head_order: np.ndarray, unit_order: np.
 
 def apply_permutation(model: nn.Module, permutation: Permutation) -> None:
     """Reorder the heads and units of every layer of ``model`` (HF model or super-network) in place."""
-    hf_model = model.model if isinstance(model, SuperNetwork) else model
+    hf_model = unwrap(model)
     shape = ModelShape.from_config(hf_model.config)
-    expected = ((shape.num_layers, shape.num_heads), (shape.num_layers, shape.intermediate_size))
-    if (permutation.head.shape, permutation.unit.shape) != expected:
-        raise NaspruneError(
-            f"permutation shapes {permutation.head.shape} / {permutation.unit.shape} do not fit {shape}"
-        )
+    shape.check_per_head_and_unit(permutation.head.shape, permutation.unit.shape, "permutation shapes")
     for order in (*permutation.head, *permutation.unit):
         if not np.array_equal(np.sort(order), np.arange(len(order))):
             raise NaspruneError("a rewiring order is not a permutation")
-    for layer, modules in enumerate(_layer_modules(hf_model)):
+    for layer, modules in enumerate(encoder_layers(hf_model)):
         permute_layer(modules, permutation.head[layer], permutation.unit[layer], shape.head_dim)
 
 

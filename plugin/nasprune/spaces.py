@@ -112,10 +112,7 @@ class SearchSpace:
 
     def from_subnet(self, subnet: SubNetwork) -> Config:
         """The config of a sub-network; raises :class:`NaspruneError` if the space cannot express it."""
-        if subnet.head_mask.shape != (self.shape.num_layers, self.shape.num_heads) or (
-            subnet.unit_mask.shape != (self.shape.num_layers, self.shape.intermediate_size)
-        ):
-            raise NaspruneError(f"{subnet} does not match the model shape {self.shape}")
+        self.shape.check(subnet)
         vector = self.subnet_to_vector(subnet)
         if self.vector_to_subnet(vector) != subnet:
             raise NaspruneError(f"{subnet} cannot be expressed in the '{self.name}' space")

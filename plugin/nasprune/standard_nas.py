@@ -26,14 +26,13 @@ epoch, with the test error of that epoch), the hypervolume over wall-clock time
 error) and ``trials.jsonl``, the journal from which a killed search continues when its command
 is run again (:class:`TrialJournal`). Trials exit on their own when the tuner dies.
 
->>> from nasprune.workflows import DataOptions
+>>> from nasprune.data import DataOptions
 >>> result = run_standard_nas(None, DataOptions(task="rotten_tomatoes", max_seq_length=64),
 ...                           "out/snas", method="moasha", n_workers=2, max_wallclock_time=1800)
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -59,13 +58,15 @@ from syne_tune.tuner_callback import TunerCallback
 
 from nasprune import analysis
 from nasprune.errors import NaspruneError
+from nasprune.files import save_figure_atomic, to_jsonable, write_csv_atomic, write_json_atomic
+from nasprune.objectives import check_latency_settings, metric_columns
+from nasprune.results import SearchResult, build_summary, result_row, write_results
 from nasprune.search.encoding import Config, ConfigEncoder
 from nasprune.search.registry import METHODS, make_scheduler
 from nasprune.spaces import SEARCH_SPACES, SearchSpace
-from nasprune.workflows import SearchResult
 
-if TYPE_CHECKING:  # nasprune.workflows imports torch: only when a search really runs
-    from nasprune.workflows import DataOptions
+if TYPE_CHECKING:  # nasprune.data imports torch: only when a search really runs
+    from nasprune.data import DataOptions
 
 logger = logging.getLogger("nasprune")
 
@@ -349,22 +350,14 @@ def best_epoch_table(results: pd.DataFrame, space: SearchSpace, statuses: dict[i
     rows = []
     for record in best.to_dict("records"):
         trial_id = int(record["trial_id"])
-        config = {name: record[f"config_{name}"] for name in space.variable_names}
-        subnet = space.to_subnet(config)
-        row: dict[str, Any] = {"trial_id": trial_id}
-        if space.num_variables <= 64:  # the large space's 37k bits stay in 'subnet' only
-            row.update({f"config_{name}": int(value) for name, value in config.items()})
-        row.update({name: record[name] for name in REPORTED + LATENCY_REPORTED if name in record})
-        row["best_epoch"] = int(record["epoch"])
-        row["epochs"] = int(epochs_run[trial_id])
-        row["status"] = statuses.get(trial_id, "interrupted")
-        row["trial_seconds"] = record["elapsed_seconds"]
-        row["elapsed_seconds"] = record[ST_TUNER_TIME]
-        row["num_layers"] = len(subnet.kept_layers)
-        row["heads_per_layer"] = json.dumps(subnet.heads_per_layer.tolist())
-        row["units_per_layer"] = json.dumps(subnet.units_per_layer.tolist())
-        row["subnet"] = json.dumps(subnet.to_dict())
-        rows.append(row)
+        config = {name: int(record[f"config_{name}"]) for name in space.variable_names}
+        measured = {name: record[name] for name in REPORTED + LATENCY_REPORTED if name in record}
+        measured["best_epoch"] = int(record["epoch"])
+        measured["epochs"] = int(epochs_run[trial_id])
+        measured["status"] = statuses.get(trial_id, "interrupted")
+        measured["trial_seconds"] = record["elapsed_seconds"]
+        measured["elapsed_seconds"] = record[ST_TUNER_TIME]
+        rows.append(result_row(trial_id, space.to_subnet(config), measured, config=config))
     return pd.DataFrame(rows)
 
 
@@ -405,7 +398,7 @@ def plot_hypervolume(trace: pd.DataFrame, path: str | os.PathLike, title: str | 
         axes.set_title(title)
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    return analysis._write_atomic(path, lambda handle: figure.savefig(handle, format="png"), binary=True)
+    return save_figure_atomic(figure, path)
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -436,12 +429,6 @@ def _check_budget(
         raise NaspruneError(f"--max-wallclock-time must be positive, got {max_wallclock_time}")
     if max_trials is not None and max_trials < 1:
         raise NaspruneError(f"--max-trials must be at least 1, got {max_trials}")
-
-
-def _metric_columns(objectives: Sequence[str]) -> list[str]:
-    from nasprune.workflows import SearchOptions
-
-    return SearchOptions(objectives=tuple(objectives)).metric_columns()
 
 
 def _model_shape(model: str, sequence_lengths: Sequence[int] = ()):
@@ -572,7 +559,7 @@ class TrialJournal:
         :raises NaspruneError: The folder holds an experiment with other settings (each
             difference is named), or ``resume`` and there is none, or the journal is corrupt.
         """
-        settings = json.loads(json.dumps(analysis.to_jsonable(settings)))  # as it reads back
+        settings = json.loads(json.dumps(to_jsonable(settings)))  # as it reads back
         path = output_dir / JOURNAL_FILE
         if overwrite and resume:
             raise NaspruneError("--resume and --overwrite-output-dir contradict each other; pass one")
@@ -655,7 +642,7 @@ class TrialJournal:
 
     def _append(self, event: dict[str, Any]) -> None:
         event = {**event, "elapsed": self.elapsed()}
-        line = json.dumps(analysis.to_jsonable(event), allow_nan=False) + "\n"
+        line = json.dumps(to_jsonable(event), allow_nan=False) + "\n"
         # One write of one line, flushed to disk: a crash can only cut off this last line.
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line)
@@ -921,7 +908,7 @@ def run_standard_nas(
 
     from nasprune.spaces import get_search_space
     from nasprune.training import TrainingConfig
-    from nasprune.workflows import check_latency_settings, default_model
+    from nasprune.workflows import default_model
 
     # Every setting is checked here, before a model is loaded or a trial starts.
     _check_budget(method, n_workers, epochs, max_wallclock_time, max_trials)
@@ -929,7 +916,7 @@ def run_standard_nas(
         epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed, warmup_ratio=warmup_ratio
     ).validate()
     data_options.validate()
-    metrics = _metric_columns(objectives)
+    metrics = metric_columns(objectives)
     if search_space not in SEARCH_SPACES:
         raise NaspruneError(f"unknown search space '{search_space}'; choose one of: {', '.join(SEARCH_SPACES)}")
     for flag, value in (("--num-threads", num_threads), ("--eval-batch-size", eval_batch_size),
@@ -1059,7 +1046,7 @@ def run_standard_nas(
     reference = analysis.reference_point(len(metrics))
     trace = hypervolume_trace(results, metrics, reference)
     summary = _summary(
-        table, trials, space, metrics, reference,
+        table, trials, space, metrics,
         model=model, task=task, method=method, seed=seed, data_seed=data_options.seed, epochs=epochs,
         n_workers=n_workers, budget={"max_wallclock_time": max_wallclock_time, "max_trials": max_trials},
         max_failures=max_failures,
@@ -1107,7 +1094,7 @@ def _write_trials_table(journal: TrialJournal, space: SearchSpace, output_dir: P
         row["subnet"] = json.dumps(space.to_subnet(config).to_dict())
         rows.append(row)
     table = pd.DataFrame(rows, columns=None if rows else ["trial_id", "status", "epochs", "error"])
-    analysis.write_csv_atomic(table, output_dir / TRIALS_TABLE)
+    write_csv_atomic(table, output_dir / TRIALS_TABLE)
     return table
 
 
@@ -1132,42 +1119,24 @@ def _failure_message(journal: TrialJournal, max_failures: int, output_dir: Path)
 
 
 def _summary(
-    table: pd.DataFrame, trials: pd.DataFrame, space: SearchSpace, metrics: list[str], reference: list[float], *,
+    table: pd.DataFrame, trials: pd.DataFrame, space: SearchSpace, metrics: list[str], *,
     model: str, task: str, method: str, seed: int, **fields: Any,
 ) -> dict[str, Any]:
-    pareto = table[table["pareto"]].sort_values(metrics[1])
     columns = [c for c in REPORTED + LATENCY_REPORTED if c in table.columns]
     counts = trials["status"].value_counts()
     failed = trials[trials["status"] == "failed"]
-    return {
-        "task": task,
-        "model": model,
-        "method": method,
-        "search_space": space.name,
-        "seed": seed,
-        "objectives": metrics,
-        "num_evaluated": len(table),
+    run = {
         **fields,
         "trial_counts": {"started": len(trials), **{status: int(counts.get(status, 0)) for status in TRIAL_STATUSES}},
         "failed_trials": [
             {"trial_id": int(row.trial_id), "error": row.error or None, "log": row.log or None}
             for row in failed.itertuples()
         ],
-        "hypervolume": analysis.hypervolume(table[metrics].to_numpy(dtype=float), reference),
-        "reference_point": reference,
-        "hypervolume_definition": analysis.HYPERVOLUME_DEFINITION,
-        "full_model": _full_model(table, trials, space, columns),
-        "pareto_set": [
-            {
-                "trial_id": int(row.trial_id),
-                **{c: getattr(row, c) for c in columns},
-                "best_epoch": int(row.best_epoch),
-                "epochs": int(row.epochs),
-                "subnet": json.loads(row.subnet),
-            }
-            for row in pareto.itertuples()
-        ],
     }
+    return build_summary(
+        table, metrics, source={"task": task, "model": model}, method=method, search_space=space.name, seed=seed,
+        run=run, full_model=_full_model(table, trials, space, columns), pareto_int_columns=("best_epoch", "epochs"),
+    )
 
 
 def _full_model(table: pd.DataFrame, trials: pd.DataFrame, space: SearchSpace, columns: list[str]) -> dict[str, Any]:
@@ -1194,114 +1163,14 @@ def _write_outputs(
     table: pd.DataFrame, summary: dict, metrics: list[str], trace: pd.DataFrame,
     output_dir: Path, results: pd.DataFrame, tuner: Any,
 ) -> StandardNASResult:
-    from nasprune.workflows import _write_search_outputs
-
     # results.csv, summary.json, pareto.md and pareto.png exactly as the weight-sharing search.
-    written = _write_search_outputs(table, summary, metrics, output_dir)
+    written = write_results(table, summary, metrics, output_dir)
     files = dict(written.files)
-    files["hypervolume_table"] = analysis.write_csv_atomic(trace, output_dir / "hypervolume_over_time.csv")
+    files["hypervolume_table"] = write_csv_atomic(trace, output_dir / "hypervolume_over_time.csv")
     title = f"{summary['task']}: {summary['method']} on '{summary['search_space']}'"
     files["hypervolume_plot"] = plot_hypervolume(trace, output_dir / "hypervolume_over_time.png", title)
     files["trials_table"] = output_dir / TRIALS_TABLE
     files["journal"] = output_dir / JOURNAL_FILE
     summary["files"] = {name: str(path) for name, path in files.items()}
-    analysis.write_json_atomic(summary, files["summary"])
+    write_json_atomic(summary, files["summary"])
     return StandardNASResult(table, summary, output_dir, files, trace, results, tuner)
-
-
-# --- the command line -----------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of ``nasprune nas``."""
-    from nasprune.cli import _add_data_flags, add_objective_flags  # here: nasprune.cli imports this module
-
-    _add_data_flags(parser)
-    group = parser.add_argument_group("search")
-    group.add_argument("--search-space", default="small", help="small, small_pow2, medium, layer or large")
-    group.add_argument(
-        "--method",
-        default="moasha",
-        help="moasha (multi-fidelity, stops weak trials early), nsga2, ehvi, morea, local_search "
-        "or random_search",
-    )
-    group.add_argument("--n-workers", type=int, default=2, help="trials running at the same time")
-    budget = group.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--max-wallclock-time", type=float, help="stop after this many seconds")
-    budget.add_argument("--max-trials", type=int, help="start this many trials and let them finish")
-    add_objective_flags(group)  # with latency, each trial times its sub-network in its own process
-    group.add_argument("--output-dir", required=True)
-    group.add_argument(
-        "--max-failures", type=int,
-        help="stop the search after more failed trials than this "
-        "(default: the larger of 3 and a tenth of --max-trials)",
-    )
-    continuing = group.add_mutually_exclusive_group()
-    continuing.add_argument(
-        "--resume", action="store_true",
-        help="continue the experiment in --output-dir (refuse when there is none); rerunning the same "
-        "command continues it as well",
-    )
-    continuing.add_argument(
-        "--overwrite-output-dir", action="store_true",
-        help="start afresh instead of continuing the experiment in --output-dir",
-    )
-    training = parser.add_argument_group("training (every trial)")
-    training.add_argument("--epochs", type=int, default=3, help="epochs per trial (MO-ASHA's max_t)")
-    training.add_argument("--learning-rate", type=float, default=2e-5)
-    training.add_argument("--batch-size", type=int, default=32)
-    training.add_argument("--warmup-ratio", type=float, default=0.1)
-    training.add_argument("--eval-batch-size", type=int, default=128)
-    training.add_argument("--seed", type=int, default=0, help="seed of training and search (not of the data split)")
-    training.add_argument(
-        "--data-seed", type=int, default=0,
-        help="seed of the train/validation/test split and the sample caps",
-    )
-    training.add_argument(
-        "--num-threads", type=int, help="CPU threads per trial (default: the cores split across the workers)"
-    )
-
-
-def run_from_args(args: argparse.Namespace) -> StandardNASResult:
-    """``nasprune nas``."""
-    from nasprune.workflows import DataOptions, _check_task_given
-
-    _check_task_given(args)
-    result = run_standard_nas(
-        args.model,
-        DataOptions.from_args(args),
-        args.output_dir,
-        search_space=args.search_space,
-        method=args.method,
-        n_workers=args.n_workers,
-        max_wallclock_time=args.max_wallclock_time,
-        max_trials=args.max_trials,
-        epochs=args.epochs,
-        seed=args.seed,
-        objectives=[o.strip() for o in args.objectives.split(",") if o.strip()],
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        warmup_ratio=args.warmup_ratio,
-        macs_seq_length=args.macs_seq_length,
-        latency_batch_size=args.latency_batch_size,
-        latency_seq_length=args.latency_seq_length,
-        eval_batch_size=args.eval_batch_size,
-        num_threads=args.num_threads,
-        max_failures=args.max_failures,
-        resume=args.resume,
-        overwrite=args.overwrite_output_dir,
-    )
-    print_summary(result)
-    return result
-
-
-def print_summary(result: StandardNASResult) -> None:
-    from nasprune.workflows import print_search_summary
-
-    summary = result.summary
-    counts = {status: n for status, n in summary["trial_counts"].items() if n and status != "started"}
-    print_search_summary(result, headline=(
-        f"\n{summary['trial_counts']['started']} trials in {summary['search_seconds']:.0f}s "
-        f"({', '.join(f'{n} {s}' for s, n in counts.items())}), {summary['num_evaluated']} sub-networks "
-        f"evaluated; hypervolume {summary['hypervolume']:.4f}"
-    ))
-    if summary["failed_trials"]:
-        print(f"failed trials and their errors: {result.output_dir / TRIALS_TABLE}")

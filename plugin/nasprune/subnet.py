@@ -38,6 +38,23 @@ class ModelShape:
             intermediate_size=config.intermediate_size,
         )
 
+    def check_per_head_and_unit(self, head: tuple[int, ...], unit: tuple[int, ...], what: str) -> None:
+        """Raise :class:`NaspruneError` unless ``head`` is ``(L, H)`` and ``unit`` is ``(L, I)``.
+
+        The one shape check for everything held per head and per FFN unit: masks, scales,
+        permutations. ``what`` names it in the message.
+        """
+        expected = ((self.num_layers, self.num_heads), (self.num_layers, self.intermediate_size))
+        if (tuple(head), tuple(unit)) != expected:
+            raise NaspruneError(
+                f"{what} {tuple(head)} / {tuple(unit)} do not fit this model: expected "
+                f"[layers, heads] = {expected[0]} and [layers, units] = {expected[1]}"
+            )
+
+    def check(self, subnet: "SubNetwork") -> None:
+        """Raise :class:`NaspruneError` unless ``subnet`` was cut from a model of this shape."""
+        self.check_per_head_and_unit(subnet.head_mask.shape, subnet.unit_mask.shape, "sub-network masks")
+
 
 class SubNetwork:
     """Boolean head and unit masks of shape ``[num_layers, num_heads]`` and ``[num_layers, units]``.

@@ -54,22 +54,20 @@ from syne_tune.constants import ST_CHECKPOINT_DIR, ST_CONFIG_JSON_FNAME_ARG
 from syne_tune.utils.checkpoint import checkpoint_model_at_rung_level, resume_from_checkpointed_model
 
 from nasprune import data
-from nasprune.analysis import write_json_atomic
 from nasprune.checkpoint import load_training_state, save_training_state
+from nasprune.data import DataOptions
 from nasprune.errors import NaspruneError
 from nasprune.evaluation import SubnetEvaluator
+from nasprune.files import write_json_atomic
+from nasprune.objectives import LatencyObjective
+from nasprune.session import default_device, load_tokenizer
 from nasprune.spaces import get_search_space
 from nasprune.standard_nas import CHECKPOINT_POINTER, CHECKPOINT_PROGRESS, TUNER_PID_ENV
-from nasprune.strategies import FixedSubnetStrategy
 from nasprune.supernet import SuperNetwork, load_hf_model
-from nasprune.training import Trainer
+from nasprune.training import FixedSubnetStrategy, Trainer
 from nasprune.workflows import (
-    DataOptions,
-    LatencyObjective,
-    _load_tokenizer,
-    _training_config,
-    default_device,
     default_model,
+    training_config_from_args,
 )
 
 logger = logging.getLogger("nasprune.worker")
@@ -293,12 +291,12 @@ def run_trial(args: argparse.Namespace, variables: dict[str, Any], report: Repor
     report = report or Reporter()
     _set_threads(args.num_threads)
     # The worker's options carry the names of the nasprune command's flags.
-    config = _training_config(args, "standard")
+    config = training_config_from_args(args, "standard")
     config.validate()
     options = DataOptions.from_args(args)  # --data_seed, not --seed, seeds the split
     task_data = options.load()
     model_path = args.model or default_model()
-    tokenizer = _load_tokenizer(model_path)
+    tokenizer = load_tokenizer(model_path)
     # A task head the pre-trained model lacks is initialised at random: from the trial's seed.
     torch.manual_seed(config.seed)
     hf_model = load_hf_model(model_path, task_data.spec.kind, task_data.num_labels)

@@ -7,18 +7,16 @@
 - :mod:`~nasprune.baselines.layer_drop`: dropping the top layers and fine-tuning (Sajjad et al. 2023,
   "On the effect of dropping layers of pre-trained transformer models");
 - :mod:`~nasprune.baselines.reference_model`: a smaller pre-trained model fine-tuned the same way;
-- :mod:`~nasprune.baselines.runner`: ``nasprune baseline``, which runs any of them on a checkpoint;
-- :mod:`~nasprune.baselines.importance`: per-example mask gradients, Fisher and Michel importance.
+- :mod:`~nasprune.baselines.runner`: ``nasprune baseline``, which runs any of them on a checkpoint.
+
+The importance they prune by (per-example mask gradients, Fisher and Michel importance) is core:
+:mod:`nasprune.importance`.
 """
 
-from nasprune.baselines.importance import Importance, MaskGradients, mask_gradients
 from nasprune.baselines.runner import BASELINE_METHODS, BaselineOptions, run_baseline
 
 __all__ = [
     "BASELINE_METHODS",
     "BaselineOptions",
-    "Importance",
-    "MaskGradients",
-    "mask_gradients",
     "run_baseline",
 ]

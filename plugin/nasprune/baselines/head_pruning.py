@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from nasprune.baselines.importance import mask_gradients
+from nasprune.importance import mask_gradients
 from nasprune.subnet import SubNetwork
 from nasprune.supernet import SuperNetwork
 

@@ -16,10 +16,9 @@ from typing import Iterable
 
 import numpy as np
 
-from nasprune.strategies import FixedSubnetStrategy
 from nasprune.subnet import ModelShape, SubNetwork
 from nasprune.supernet import SuperNetwork
-from nasprune.training import Trainer, TrainingConfig
+from nasprune.training import FixedSubnetStrategy, Trainer, TrainingConfig
 
 
 def top_layers_dropped(shape: ModelShape, k: int) -> SubNetwork:

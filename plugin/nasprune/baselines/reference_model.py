@@ -1,27 +1,25 @@
 """A smaller pre-trained model as a reference point (the paper's DistilBERT row).
 
 The user names any HuggingFace sequence-classification-capable model (``--reference-model``); it
-is fine-tuned on the same training split with the same recipe as ``nasprune finetune`` (AdamW
-without decay on biases and LayerNorms, linear schedule with warm-up, gradient clipping) and
-evaluated on the same validation and test splits. It is one point on the error-vs-size plane: its
+is fine-tuned on the same training split by the same :class:`~nasprune.training.Trainer` loop and
+recipe as ``nasprune finetune`` (AdamW without decay on biases and LayerNorms, linear schedule with
+warm-up, gradient clipping) and evaluated on the same validation and test splits. It is one point on the error-vs-size plane: its
 own parameter count and MACs relative to the *pruned* model's unpruned size. The model need not be
 of a family the super-network supports (DistilBERT is not), so this uses the plain HF forward.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-from transformers import get_linear_schedule_with_warmup
 
 from nasprune.counting import count_macs
 from nasprune.errors import NaspruneError
 from nasprune.subnet import ModelShape, SubNetwork
-from nasprune.training import TrainingConfig, _optimizer, label_loss
+from nasprune.training import Trainer, TrainingConfig, label_loss
 
 
 def model_shape(config: Any) -> ModelShape:
@@ -63,34 +61,44 @@ def _inputs(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) for k, v in batch.items() if k != "labels"}
 
 
+class PlainModelTrainer(Trainer):
+    """The :class:`~nasprune.training.Trainer` (its seeding, batch order, schedule and divergence
+    checks) for a plain HF task model of any family, which a super-network may not support: each
+    step trains the whole model on the labels, as strategy ``standard`` trains a super-network.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        train_loader: Iterable[dict],
+        config: TrainingConfig,
+        regression: bool = False,
+        progress: bool = False,
+    ):
+        # No strategy: there are no sub-networks to plan, and nothing evaluates them per epoch.
+        super().__init__(model, None, train_loader, config, regression, progress=progress)  # type: ignore[arg-type]
+
+    def train_step(self, batch: dict, step: int) -> float:
+        """One optimizer step of the plain HF forward on ``batch``; its label loss."""
+        labels = batch.pop("labels")
+        loss = label_loss(self.supernet(**batch).logits, labels, self.regression)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+
 def finetune_model(
     model: torch.nn.Module,
     train_loader: Iterable[dict],
     config: TrainingConfig,
     regression: bool = False,
+    progress: bool = False,
 ) -> torch.nn.Module:
-    """Plain fine-tuning of a HF task model in place, with the recipe of :class:`~nasprune.training.Trainer`."""
-    config.validate()
-    device = next(model.parameters()).device
-    steps = len(train_loader) * config.epochs  # type: ignore[arg-type]
-    optimizer = _optimizer(model, config)
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * steps), steps)
-    torch.manual_seed(config.seed)
-    model.train()
-    for epoch in range(config.epochs):
-        sampler = getattr(train_loader, "batch_sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        for batch in train_loader:
-            logits = model(**_inputs(batch, device)).logits
-            loss = label_loss(logits, batch["labels"].to(device), regression)
-            if not math.isfinite(loss.item()):
-                raise NaspruneError("fine-tuning the reference model diverged; try a smaller --learning-rate")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+    """Fine-tune a HF task model in place with :class:`PlainModelTrainer`; returns it in eval mode."""
+    PlainModelTrainer(model, train_loader, config, regression, progress).train()
     model.eval()
     return model
 

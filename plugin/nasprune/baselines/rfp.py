@@ -36,11 +36,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nasprune.baselines.importance import Importance, MaskGradients, mask_gradients
 from nasprune.counting import ParameterCounter, count_macs
 from nasprune.errors import NaspruneError
+from nasprune.importance import Importance, MaskGradients, mask_gradients
 from nasprune.subnet import ModelShape, SubNetwork
-from nasprune.supernet import LayerModules, SuperNetwork
+from nasprune.supernet import LayerModules, SuperNetwork, encoder_layers, head_feature_indices, unwrap
 
 logger = logging.getLogger("nasprune")
 
@@ -265,15 +265,10 @@ class MaskScales:
         return scales
 
 
-def _layer_modules(supernet: SuperNetwork) -> list[LayerModules]:
-    adapter = supernet.adapter
-    return [adapter.layer_modules(layer) for layer in adapter.layers(supernet.model)]
-
-
 def _head_outputs(x: torch.Tensor, ext_mask, m: LayerModules, heads: np.ndarray, head_dim: int) -> torch.Tensor:
     """Each selected head's contribution to the attention output projection: ``[K, N, T, d]``."""
     batch, length, width = x.shape
-    rows = torch.as_tensor((heads[:, None] * head_dim + np.arange(head_dim)).ravel(), device=x.device)
+    rows = torch.as_tensor(head_feature_indices(heads, head_dim), device=x.device)
 
     def project(linear: torch.nn.Linear) -> torch.Tensor:
         out = F.linear(x, linear.weight[rows], None if linear.bias is None else linear.bias[rows])
@@ -352,7 +347,7 @@ def tune_masks(
         )
         states.append([hidden, hidden, ext_mask, tokens])
     try:
-        for layer, modules in enumerate(_layer_modules(supernet)):
+        for layer, modules in enumerate(encoder_layers(supernet)):
             heads = subnet.head_indices(layer)
             if len(heads):
                 scales.head[layer, heads] = _tune_attention(states, modules, heads, shape, damping)
@@ -440,12 +435,11 @@ def apply_scales(model: torch.nn.Module, subnet: SubNetwork, scales: MaskScales)
     tuned masked model exactly. ``model`` is not modified.
     """
     # Copy the HF model, not a super-network: SubNetwork (held by it) refuses deepcopy's setattr.
-    hf_model = model.model if isinstance(model, SuperNetwork) else model
-    tuned = copy.deepcopy(hf_model)
+    tuned = copy.deepcopy(unwrap(model))
     supernet = SuperNetwork(tuned)
     head_dim = supernet.shape.head_dim
     with torch.no_grad():
-        for layer, modules in enumerate(_layer_modules(supernet)):
+        for layer, modules in enumerate(encoder_layers(supernet)):
             weight = modules.attn_out.weight
             for head in subnet.head_indices(layer):
                 weight[:, head * head_dim : (head + 1) * head_dim] *= float(scales.head[layer, head])

@@ -21,8 +21,6 @@ model      a smaller pre-trained model fine-tuned the same way          1
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import time
@@ -35,11 +33,14 @@ import torch
 
 from nasprune import analysis, data
 from nasprune.baselines import head_pruning, layer_drop, reference_model, rfp
-from nasprune.checkpoint import load_checkpoint
 from nasprune.errors import NaspruneError
 from nasprune.evaluation import SubnetEvaluator
+from nasprune.files import write_json_atomic
+from nasprune.objectives import COMMON_OBJECTIVES, OBJECTIVES, metric_columns
+from nasprune.results import SearchResult, begin_search_outputs, build_summary, check_search_output_dir, result_row, write_results
+from nasprune.session import CheckpointSession, load_tokenizer
 from nasprune.subnet import SubNetwork
-from nasprune.supernet import SuperNetwork, check_max_seq_length, load_hf_model
+from nasprune.supernet import SuperNetwork, load_hf_model
 from nasprune.training import TrainingConfig
 
 logger = logging.getLogger("nasprune")
@@ -87,14 +88,13 @@ class BaselineOptions:
         return BASELINE_METHODS[self.method]
 
     def metric_columns(self) -> list[str]:
-        from nasprune.workflows import SearchOptions
-
-        return SearchOptions(objectives=self.objectives).metric_columns()
+        """The result columns of :attr:`objectives` (see :func:`nasprune.objectives.metric_columns`)."""
+        return metric_columns(self.objectives)
 
     def validate(self) -> None:
         if self.method not in BASELINE_METHODS:
             raise NaspruneError(f"unknown baseline '{self.method}'; choose one of: {', '.join(BASELINE_METHODS)}")
-        if not set(self.metric_columns()) <= {"valid_error", "relative_params", "relative_macs"}:
+        if not set(self.metric_columns()) <= {OBJECTIVES[o] for o in COMMON_OBJECTIVES}:
             # Baselines measure error, parameters and MACs; latency is for searches.
             raise NaspruneError(f"baselines support --objectives error,params or error,macs, not {','.join(self.objectives)}")
         if self.constraint not in rfp.CONSTRAINTS:
@@ -126,39 +126,26 @@ class _Run:
     """What every baseline shares: the checkpoint, its data, evaluators and the results rows."""
 
     def __init__(self, checkpoint, options: BaselineOptions, data_overrides: dict | None, device, progress: bool):
-        from nasprune.workflows import _load_tokenizer, default_device, load_checkpoint_data
-
         self.options = options
         self.progress = progress
         # Resolved, and its weights verified against the fingerprint the summary will record.
-        self.path, self.info = load_checkpoint(checkpoint)
-        self.device = device or default_device()
+        self.session = session = CheckpointSession(checkpoint, data_overrides, device)
+        self.path, self.info, self.device = session.path, session.info, session.device
         # The checkpoint's data options (and data seed): the validation and test splits it never saw.
-        self.data_options, self.task_data = load_checkpoint_data(self.path, self.info.data_options, data_overrides)
+        self.data_options, self.task_data = session.data_options, session.task_data
         self.regression = self.task_data.spec.kind == "regression"
-        self.tokenizer = _load_tokenizer(str(self.path))
-        hf_model = load_hf_model(str(self.path), self.info.task_kind, self.info.num_labels)
-        check_max_seq_length(hf_model, self.data_options.max_seq_length)
-        self.supernet = SuperNetwork(hf_model).to(self.device).eval()
-        self.encoded = data.prepare(self.task_data, self.tokenizer, self.data_options.max_seq_length)
+        self.tokenizer = session.tokenizer
+        self.supernet = session.load_supernet(self.data_options.max_seq_length).eval()
+        self.encoded = session.encoded
         self.macs_length = options.macs_seq_length or self.data_options.max_seq_length
-        self.loaders = {split: self.loader(split) for split in ("validation", "test")}
+        self.loaders = session.eval_loaders(options.eval_batch_size)
         self.started = time.perf_counter()
         self.rows: list[dict[str, Any]] = []
-
-    def loader(self, split: str, batch_size: int | None = None, dataset=None):
-        return data.make_dataloader(
-            self.encoded[split] if dataset is None else dataset,
-            self.tokenizer,
-            batch_size or self.options.eval_batch_size,
-            shuffle=False,
-            sort_by_length=True,
-        )
 
     def train_sample(self, size: int) -> list[dict]:
         """A seeded sample of training examples, as length-sorted batches."""
         train = data.subsample(self.encoded["train"], size, self.options.seed)
-        return list(self.loader("train", self.options.batch_size, train))
+        return list(self.session.loader("train", self.options.batch_size, train))
 
     def train_loader(self):
         return data.make_dataloader(
@@ -173,13 +160,10 @@ class _Run:
         return valid, test
 
     def add(self, subnet: SubNetwork, measured: dict[str, float], test_error: float, **extra: Any) -> None:
-        row = {"trial_id": len(self.rows), **measured, "test_error": test_error}
-        row["elapsed_seconds"] = time.perf_counter() - self.started
-        row["num_layers"] = len(subnet.kept_layers)
-        row["heads_per_layer"] = json.dumps(subnet.heads_per_layer.tolist())
-        row["units_per_layer"] = json.dumps(subnet.units_per_layer.tolist())
-        row["subnet"] = json.dumps(subnet.to_dict())
-        row.update(extra)
+        elapsed = time.perf_counter() - self.started
+        row = result_row(
+            len(self.rows), subnet, {**measured, "test_error": test_error, "elapsed_seconds": elapsed}, extra=extra
+        )
         self.rows.append(row)
         logger.info(
             "%s row %d: valid error %.4f, relative params %.3f, relative MACs %.3f",
@@ -190,46 +174,18 @@ class _Run:
     def add_measured(self, subnet: SubNetwork, valid: SubnetEvaluator, test: SubnetEvaluator, **extra: Any) -> None:
         self.add(subnet, valid.measure(subnet), test.error(subnet), **extra)
 
-    def write(self, full_model: dict[str, float], details: dict[str, Any], output_dir: Path):
-        from nasprune.workflows import _write_search_outputs
-
+    def write(self, full_model: dict[str, float], details: dict[str, Any], output_dir: Path) -> SearchResult:
+        """Write the rows and the summary (with the baseline's settings, ``details``) to ``output_dir``."""
         metrics = self.options.metric_columns()
         table = pd.DataFrame(self.rows)
         table["pareto"] = analysis.pareto_mask(table[metrics].to_numpy(dtype=float))
-        reference = analysis.reference_point(len(metrics))
-        pareto = table[table["pareto"]].sort_values(metrics[1])
-        summary = {
-            "task": self.info.task,
-            "model": self.info.base_model,
-            "checkpoint": str(self.path),
-            "checkpoint_fingerprint": self.info.fingerprint,
-            "data_options": asdict(self.data_options),
-            "method": self.options.summary_method,
-            "search_space": _SPACE[self.options.summary_method],
-            "seed": self.options.seed,
-            "objectives": metrics,
-            "num_evaluated": len(table),
-            "search_seconds": time.perf_counter() - self.started,
-            "hypervolume": analysis.hypervolume(table[metrics].to_numpy(dtype=float), reference),
-            "reference_point": reference,
-            "hypervolume_definition": analysis.HYPERVOLUME_DEFINITION,
-            "full_model": full_model,
-            "baseline": details,
-            "pareto_set": [
-                {
-                    "trial_id": int(row["trial_id"]),
-                    "valid_error": float(row["valid_error"]),
-                    "test_error": float(row["test_error"]),
-                    "params": int(row["params"]),
-                    "relative_params": float(row["relative_params"]),
-                    "macs": int(row["macs"]),
-                    "relative_macs": float(row["relative_macs"]),
-                    "subnet": json.loads(row["subnet"]),
-                }
-                for _, row in pareto.iterrows()
-            ],
-        }
-        return _write_search_outputs(table, summary, metrics, Path(output_dir))
+        summary = build_summary(
+            table, metrics, source=self.session.summary_source(), method=self.options.summary_method,
+            search_space=_SPACE[self.options.summary_method], seed=self.options.seed,
+            run={"search_seconds": time.perf_counter() - self.started}, full_model=full_model,
+            details={"baseline": details},
+        )
+        return write_results(table, summary, metrics, Path(output_dir))
 
 
 # --- the baselines ----------------------------------------------------------------------------
@@ -267,7 +223,7 @@ def _run_rfp(run: _Run, output_dir: Path) -> dict[str, Any]:
         scales[str(run.rows[-1]["trial_id"])] = result.scales.to_dict(subnet)
     if scales and options.tune_masks:
         # The tuned values make the weights of each row: keep them to rebuild the pruned models.
-        analysis.write_json_atomic(scales, output_dir / rfp.MASK_SCALES_FILE)
+        write_json_atomic(scales, output_dir / rfp.MASK_SCALES_FILE)
     return full_model
 
 
@@ -305,13 +261,11 @@ def _run_layer_drop(run: _Run, output_dir: Path) -> dict[str, Any]:
 
 
 def _run_reference_model(run: _Run, output_dir: Path) -> dict[str, Any]:
-    from nasprune.workflows import _load_tokenizer
-
     options = run.options
     valid, test = run.evaluators(run.supernet)
     full_model = _full_model(run, valid, test)
     name = options.reference_model
-    tokenizer = _load_tokenizer(name)
+    tokenizer = load_tokenizer(name)
     model = load_hf_model(name, run.info.task_kind, run.info.num_labels).to(run.device)
     encoded = data.prepare(run.task_data, tokenizer, run.data_options.max_seq_length)
 
@@ -363,12 +317,10 @@ def run_baseline(
     :param options: the method and its settings
     :param data_overrides: replace the checkpoint's data options, e.g. ``{"max_eval_samples": 500,
         "max_test_samples": 1000}``, the data ``seed`` or data files (see
-        :func:`nasprune.workflows.checkpoint_data_options` for where a checkpoint's own files may lie)
+        :func:`nasprune.data.checkpoint_data_options` for where a checkpoint's own files may lie)
     :param overwrite: replace the results of another run in ``output_dir`` instead of refusing
-    :return: a :class:`nasprune.workflows.SearchResult`
+    :return: a :class:`nasprune.results.SearchResult`
     """
-    from nasprune.workflows import begin_search_outputs, check_search_output_dir
-
     options.validate()
     output_dir = Path(output_dir)
     run = _Run(checkpoint, options, data_overrides, device, progress)
@@ -385,93 +337,3 @@ def run_baseline(
     details = asdict(options)
     details["budgets"] = list(options.budgets)
     return run.write(full_model, details, output_dir)
-
-
-# --- CLI glue ---------------------------------------------------------------------------------
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of ``nasprune baseline`` (add to a sub-parser)."""
-    from nasprune.cli import _add_data_flags
-
-    parser.add_argument("--method", required=True, choices=list(BASELINE_METHODS))
-    parser.add_argument(
-        "--checkpoint", required=True,
-        help="a fine-tuned checkpoint (nasprune finetune / train-supernet) or its output dir",
-    )
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument(
-        "--overwrite-output-dir", action="store_true",
-        help="replace the results of another run in --output-dir instead of refusing",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0,
-        help="seed of the importance sample and fine-tuning (the data split follows --data-seed)",
-    )
-    parser.add_argument("--objectives", default="error,params", help="error,params or error,macs")
-    parser.add_argument("--macs-seq-length", type=int, help="sequence length of the MAC count")
-    parser.add_argument("--eval-batch-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size of importance estimates and fine-tuning")
-    parser.add_argument(
-        "--num-importance-samples", type=int, default=512,
-        help="training examples for the Fisher information / head importance",
-    )
-    _add_data_flags(parser, with_model=False)
-    group = parser.add_argument_group("rfp (Kwon et al. 2022)")
-    group.add_argument("--constraint", default="macs", choices=list(rfp.CONSTRAINTS))
-    group.add_argument(
-        "--budgets", type=_floats, default=DEFAULT_BUDGETS,
-        help="comma-separated fractions of the constrained cost (default 0.3,...,0.9)",
-    )
-    group.add_argument("--no-mask-tuning", dest="tune_masks", action="store_false", help="skip least-squares tuning")
-    group.add_argument("--no-rearrangement", dest="rearrange_masks", action="store_false", help="skip mask rearrangement")
-    group.add_argument("--num-tuning-samples", type=int, default=256, help="training examples for mask tuning")
-    group = parser.add_argument_group("head-pruning (Michel et al. 2019)")
-    group.add_argument("--prune-fraction", type=float, default=0.1, help="share of all heads pruned per step")
-    group = parser.add_argument_group("layer-drop (Sajjad et al. 2023) and model")
-    group.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs (layer-drop: per k; 0: none)")
-    group.add_argument("--learning-rate", type=float, default=2e-5)
-    group.add_argument("--warmup-ratio", type=float, default=0.1)
-    group.add_argument("--reference-model", help="--method model: the smaller pre-trained model (name or path)")
-
-
-def options_from_args(args: argparse.Namespace) -> BaselineOptions:
-    return BaselineOptions(
-        method=args.method,
-        seed=args.seed,
-        objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
-        eval_batch_size=args.eval_batch_size,
-        macs_seq_length=args.macs_seq_length,
-        num_importance_samples=args.num_importance_samples,
-        batch_size=args.batch_size,
-        constraint=args.constraint,
-        budgets=tuple(args.budgets),
-        tune_masks=args.tune_masks,
-        rearrange_masks=args.rearrange_masks,
-        num_tuning_samples=args.num_tuning_samples,
-        prune_fraction=args.prune_fraction,
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        warmup_ratio=args.warmup_ratio,
-        reference_model=args.reference_model,
-    )
-
-
-def run_from_args(args: argparse.Namespace):
-    """``nasprune baseline``."""
-    from nasprune.workflows import data_overrides_from_args, print_search_summary
-
-    options = options_from_args(args)
-    options.validate()
-    overrides = data_overrides_from_args(args)
-    result = run_baseline(
-        args.checkpoint, options, args.output_dir, overrides, progress=not args.quiet,
-        overwrite=args.overwrite_output_dir,
-    )
-    print_search_summary(result)
-    return result

@@ -12,17 +12,19 @@ arrive) needs a steady-state variant instead (one child per :meth:`NSGA2.suggest
 survival after every result), in the spirit of Durillo et al., "On the effect of the
 steady-state selection scheme in multi-objective genetic algorithms" (EMO 2009).
 
-The variation operators are pymoo's: SBX crossover and polynomial mutation on the internal
-vector of :class:`~nasprune.search.encoding.ConfigEncoder` (integral coordinates are rounded
-afterwards), or uniform crossover and bit-flip mutation when every variable is a bit, as in
-nasprune's ``layer`` and ``large`` spaces. Ranking uses pymoo's non-dominated sorting and
-crowding distance.
+The variation operators are constructor arguments, as in pymoo's ``NSGA2(crossover=..., mutation=...)``:
+any :class:`Crossover` and :class:`Mutation` (pymoo's own through :class:`PymooCrossover` and
+:class:`PymooMutation`). They act on the internal vector of
+:class:`~nasprune.search.encoding.ConfigEncoder` (integral coordinates are rounded afterwards). The
+defaults are pymoo's SBX crossover and polynomial mutation, or uniform crossover and bit-flip
+mutation when every variable is a bit, as in nasprune's ``layer`` and ``large`` spaces. Ranking
+uses pymoo's non-dominated sorting and crowding distance.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from pymoo.core.population import Population
@@ -73,6 +75,90 @@ def survivors(F: np.ndarray, size: int) -> np.ndarray:
     return np.sort(order[:size])
 
 
+# --- variation operators --------------------------------------------------------------------
+class Crossover(Protocol):
+    """Mates two parents into one or more children.
+
+    ``parents`` is a ``(2, n)`` array of the free coordinates of two internal vectors (see
+    :class:`~nasprune.search.encoding.ConfigEncoder`), each within ``[lower, upper]``. The result is a
+    ``(k, n)`` array of ``k >= 1`` children in the same coordinates; NSGA-II mutates one of them.
+    Draw every random number from ``rng``, so that a seeded search repeats itself.
+    """
+
+    def __call__(
+        self, parents: np.ndarray, lower: np.ndarray, upper: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray: ...
+
+
+class Mutation(Protocol):
+    """Perturbs one child: ``(n,)`` free coordinates within ``[lower, upper]`` in, ``(n,)`` out.
+
+    Integral coordinates may come out fractional: NSGA-II rounds them afterwards.
+    """
+
+    def __call__(
+        self, child: np.ndarray, lower: np.ndarray, upper: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray: ...
+
+
+@dataclass
+class _PymooOperator:
+    """A pymoo operator, and whether it works on bits: what the two adapters below share."""
+
+    operator: Any
+    bits: bool = False
+
+    def _apply(
+        self, genes: np.ndarray, lower: np.ndarray, upper: np.ndarray, rng: np.random.Generator, **kwargs: Any
+    ) -> np.ndarray:
+        """The operator on the rows of ``genes``; booleans in and out where ``bits``."""
+        population = Population.new("X", genes > lower if self.bits else genes)
+        # pymoo's operators read the bounds (and the number of variables) from a Problem.
+        problem = Problem(n_var=len(lower), xl=lower, xu=upper)
+        out = self.operator.do(problem, population, random_state=rng, **kwargs).get("X")
+        return lower + out if self.bits else out
+
+
+class PymooCrossover(_PymooOperator):
+    """A pymoo crossover (``SBX``, ``UniformCrossover`` ...) as a :class:`Crossover`:
+    ``PymooCrossover(operator, bits=False)``.
+
+    ``bits``: the operator takes booleans (pymoo's binary operators); a coordinate above ``lower``
+    is a 1.
+    """
+
+    def __call__(
+        self, parents: np.ndarray, lower: np.ndarray, upper: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        return self._apply(parents, lower, upper, rng, parents=np.array([[0, 1]]))
+
+
+class PymooMutation(_PymooOperator):
+    """A pymoo mutation (``PM``, ``BitflipMutation`` ...) as a :class:`Mutation`:
+    ``PymooMutation(operator, bits=False)``, ``bits`` as in :class:`PymooCrossover`."""
+
+    def __call__(
+        self, child: np.ndarray, lower: np.ndarray, upper: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        return self._apply(child[None], lower, upper, rng)[0]
+
+
+def default_operators(
+    binary: bool, crossover_probability: float = 0.9, eta_crossover: float = 15.0, eta_mutation: float = 20.0
+) -> tuple[Crossover, Mutation]:
+    """NSGA-II's default operators: uniform crossover and bit-flip mutation on a space of bits
+    (``binary``), else SBX crossover and polynomial mutation with these distribution indices."""
+    if binary:
+        return (
+            PymooCrossover(UniformCrossover(prob=crossover_probability), bits=True),
+            PymooMutation(BitflipMutation(prob=1.0), bits=True),
+        )
+    return (
+        PymooCrossover(SBX(prob=crossover_probability, eta=eta_crossover)),
+        PymooMutation(PM(prob=1.0, eta=eta_mutation)),
+    )
+
+
 class NSGA2(VectorSearcher):
     """Steady-state NSGA-II (Deb et al. 2002) for any Syne Tune config space.
 
@@ -97,10 +183,13 @@ class NSGA2(VectorSearcher):
     :param points_to_evaluate: Configs to suggest first (e.g. largest, smallest, midpoint).
     :param population_size: Number of survivors kept, defaults to 10.
     :param random_seed: Seed of all random choices.
-    :param crossover_probability: Probability that a mating applies crossover.
+    :param crossover_probability: Probability that a mating applies crossover (default crossover).
     :param eta_crossover: Distribution index of SBX (larger: children closer to parents).
     :param eta_mutation: Distribution index of polynomial mutation.
     :param max_retries: How often to redo variation when it yields a config already suggested.
+    :param crossover: The crossover operator; default: see :func:`default_operators` (which the
+        three parameters above configure).
+    :param mutation: The mutation operator; default: see :func:`default_operators`.
     """
 
     def __init__(
@@ -113,27 +202,21 @@ class NSGA2(VectorSearcher):
         eta_crossover: float = 15.0,
         eta_mutation: float = 20.0,
         max_retries: int = 20,
+        crossover: Crossover | None = None,
+        mutation: Mutation | None = None,
     ):
         super().__init__(config_space, points_to_evaluate, random_seed, max_retries=max_retries)
         if population_size < 2:
             raise ValueError(f"population_size must be at least 2, got {population_size}")
         self.population_size = population_size
         self.population: list[Individual] = []
-        encoder = self.encoder
         # Operators see only the free coordinates: pymoo divides by (xu - xl) in places.
-        self._free = np.flatnonzero(encoder.free)
-        self._problem = Problem(
-            n_var=max(len(self._free), 1),
-            xl=encoder.lower[self._free] if len(self._free) else np.zeros(1),
-            xu=encoder.upper[self._free] if len(self._free) else np.ones(1),
+        self._free = np.flatnonzero(self.encoder.free)
+        default_crossover, default_mutation = default_operators(
+            self.encoder.is_binary, crossover_probability, eta_crossover, eta_mutation
         )
-        self._binary = encoder.is_binary
-        if self._binary:
-            self._crossover = UniformCrossover(prob=crossover_probability)
-            self._mutation = BitflipMutation(prob=1.0)
-        else:
-            self._crossover = SBX(prob=crossover_probability, eta=eta_crossover)
-            self._mutation = PM(prob=1.0, eta=eta_mutation)
+        self.crossover: Crossover = crossover or default_crossover
+        self.mutation: Mutation = mutation or default_mutation
         self._rank: np.ndarray | None = None
         self._crowding: np.ndarray | None = None
 
@@ -172,16 +255,12 @@ class NSGA2(VectorSearcher):
         """One child: tournament selection, crossover, mutation, rounding."""
         parents = [self.population[self._tournament()].x, self.population[self._tournament()].x]
         genes = np.stack([p[self._free] for p in parents])
-        if self._binary:
-            genes = genes > self.encoder.lower[self._free]  # bits as booleans for bit-flip
-        offspring = self._crossover.do(
-            self._problem, Population.new("X", genes), parents=np.array([[0, 1]]), random_state=self.rng
-        )
+        lower, upper = self.encoder.lower[self._free], self.encoder.upper[self._free]
+        children = self.crossover(genes, lower, upper, self.rng)
         # SBX and UX return two children; either one is a fair draw.
-        chosen = offspring[[int(self.rng.integers(len(offspring)))]]
-        mutated = self._mutation.do(self._problem, chosen, random_state=self.rng).get("X")[0]
+        chosen = children[int(self.rng.integers(len(children)))]
         child = parents[0].copy()
-        child[self._free] = self.encoder.lower[self._free] + mutated if self._binary else mutated
+        child[self._free] = self.mutation(chosen, lower, upper, self.rng)
         return self.encoder.canonical(child)
 
     # --- results ------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from nasprune.supernet.base import (
     FamilyAdapter,
     SuperNetwork,
     check_max_seq_length,
+    encoder_layers,
     get_adapter,
     has_task_head,
     load_hf_model,
@@ -20,8 +21,9 @@ from nasprune.supernet.base import (
     max_positions,
     register_adapter,
     supported_families,
+    unwrap,
 )
-from nasprune.supernet.encoder import MODES, LayerModules
+from nasprune.supernet.encoder import MODES, LayerModules, head_feature_indices
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -33,11 +35,14 @@ __all__ = [
     "LayerModules",
     "SuperNetwork",
     "check_max_seq_length",
+    "encoder_layers",
     "get_adapter",
+    "head_feature_indices",
     "has_task_head",
     "load_hf_model",
     "local_model_folder",
     "max_positions",
     "register_adapter",
     "supported_families",
+    "unwrap",
 ]

@@ -11,7 +11,7 @@ import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -19,7 +19,7 @@ from torch import nn
 from nasprune.checkpoint import WEIGHTS_FILE, WEIGHTS_INDEX_FILE, weight_files
 from nasprune.errors import NaspruneError
 from nasprune.subnet import ModelShape, SubNetwork
-from nasprune.supernet.encoder import MODES, LayerModules, SubnetEncoder, compile_plan
+from nasprune.supernet.encoder import MODES, LayerModules, LayerPlan, SubnetEncoder, compile_plan, scaled_plan
 
 TASK_KINDS = ("classification", "regression", "multiple_choice")
 
@@ -135,11 +135,10 @@ class SuperNetwork(nn.Module):
         self._task_kind = self._adapter.task_kind(hf_model)
         self._shape = ModelShape.from_config(hf_model.config)
         self._full = SubNetwork.full(self._shape)
-        self._encoder = SubnetEncoder(
-            [self._adapter.layer_modules(layer) for layer in self._adapter.layers(hf_model)], self._shape
-        )
+        self._encoder = SubnetEncoder(encoder_layers(hf_model), self._shape)
         self.mode = mode
         self._active: SubNetwork | None = None
+        self._scaled: list[LayerPlan] | None = None
         self._plan_key: tuple | None = None
         self._plan: list | None = None
 
@@ -191,15 +190,7 @@ class SuperNetwork(nn.Module):
     # --- sub-network selection ------------------------------------------------------------
     def check(self, subnet: SubNetwork) -> None:
         """Raise :class:`NaspruneError` unless ``subnet`` was cut from a model of this shape."""
-        expected = (
-            (self._shape.num_layers, self._shape.num_heads),
-            (self._shape.num_layers, self._shape.intermediate_size),
-        )
-        if (subnet.head_mask.shape, subnet.unit_mask.shape) != expected:
-            raise NaspruneError(
-                f"sub-network masks {subnet.head_mask.shape} / {subnet.unit_mask.shape} do not fit "
-                f"this model: expected head mask {expected[0]} and unit mask {expected[1]}"
-            )
+        self._shape.check(subnet)
 
     @contextmanager
     def select(self, subnet: SubNetwork | None) -> Iterator["SuperNetwork"]:
@@ -213,7 +204,31 @@ class SuperNetwork(nn.Module):
         finally:
             self._active = previous
 
-    def _current_plan(self, device: torch.device, dtype: torch.dtype) -> list:
+    @contextmanager
+    def scaled(
+        self, head_scale: torch.Tensor, unit_scale: torch.Tensor, subnet: SubNetwork | None = None
+    ) -> Iterator["SuperNetwork"]:
+        """Inside the block, every forward multiplies each head's context by ``head_scale [L, H]``
+        and each FFN unit's activation by ``unit_scale [L, I]``, with the full weights.
+
+        The scales are real numbers and may require grad: the gradient of a loss with respect to
+        them is that of the mask variables (importance, Fisher information). Blocks that keep no
+        head or unit in ``subnet`` (default: the full network) are skipped, as that sub-network
+        skips them. This takes precedence over :meth:`select` and the mode.
+        """
+        subnet = subnet if subnet is not None else self._full
+        self.check(subnet)
+        self._shape.check_per_head_and_unit(tuple(head_scale.shape), tuple(unit_scale.shape), "scales")
+        previous = self._scaled
+        self._scaled = scaled_plan(subnet, head_scale, unit_scale)
+        try:
+            yield self
+        finally:
+            self._scaled = previous
+
+    def _current_plan(self, device: torch.device, dtype: torch.dtype) -> Sequence[LayerPlan]:
+        if self._scaled is not None:
+            return self._scaled
         subnet = self._active if self._active is not None else self._full
         key = (subnet, self._mode, device, dtype)
         if key != self._plan_key:
@@ -247,7 +262,7 @@ class SuperNetwork(nn.Module):
         return hidden, ext_mask.view(*lead, 1, 1, length)
 
     def encode(self, hidden: torch.Tensor, ext_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Run the encoder layers of the active sub-network on ``[N, T, d]`` embeddings."""
+        """Run the encoder layers of the active sub-network (or :meth:`scaled` plan) on ``[N, T, d]`` embeddings."""
         plan = self._current_plan(hidden.device, hidden.dtype)
         return self._encoder(hidden, ext_mask, plan)
 
@@ -283,6 +298,19 @@ class SuperNetwork(nn.Module):
         """
         hidden, ext_mask = self.embed(input_ids, attention_mask, token_type_ids)
         return self.forward_from_embeddings(hidden, ext_mask)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The HF task model: the one a :class:`SuperNetwork` wraps, or ``model`` itself."""
+    return model.model if isinstance(model, SuperNetwork) else model
+
+
+def encoder_layers(model: nn.Module) -> list[LayerModules]:
+    """The modules of every encoder layer of ``model`` (a HF model of a supported family or a
+    :class:`SuperNetwork`), named by their role, bottom layer first."""
+    hf_model = unwrap(model)
+    adapter = get_adapter(getattr(hf_model.config, "model_type", ""))
+    return [adapter.layer_modules(layer) for layer in adapter.layers(hf_model)]
 
 
 #: Task-head output layers of HF checkpoints: their rows are the head's outputs.

@@ -61,6 +61,13 @@ class LayerPlan:
     unit_scale: torch.Tensor | None = None
 
 
+def head_feature_indices(heads: Sequence[int] | np.ndarray, head_dim: int) -> np.ndarray:
+    """The output features of Q, K and V (= input features of the attention output projection)
+    that belong to ``heads``, head by head in the given order: ``[len(heads) * head_dim]``."""
+    heads = np.asarray(heads, dtype=np.int64)
+    return (heads[:, None] * head_dim + np.arange(head_dim)[None, :]).reshape(-1)
+
+
 def _selector(kept: np.ndarray, width: int, device: torch.device) -> Selector:
     """Rows of a projection that belong to the kept groups (heads: width=head_dim, units: 1)."""
     idx = np.flatnonzero(kept)
@@ -69,8 +76,7 @@ def _selector(kept: np.ndarray, width: int, device: torch.device) -> Selector:
     if len(idx) and idx[-1] - idx[0] + 1 == len(idx):
         # A contiguous run (a prefix in "first k" spaces) is a view: no gather, no copy.
         return slice(int(idx[0]) * width, (int(idx[-1]) + 1) * width)
-    rows = (idx[:, None] * width + np.arange(width)[None, :]).reshape(-1)
-    return torch.as_tensor(rows, dtype=torch.long, device=device)
+    return torch.as_tensor(head_feature_indices(idx, width), dtype=torch.long, device=device)
 
 
 def compile_plan(
@@ -102,6 +108,26 @@ def compile_plan(
                 )
             )
     return plans
+
+
+def scaled_plan(subnet: SubNetwork, head_scale: torch.Tensor, unit_scale: torch.Tensor) -> list[LayerPlan]:
+    """Mask-mode plans whose scales are the given real-valued (possibly differentiable) tensors,
+    head ``[L, H]`` and unit ``[L, I]``; the layer structure follows ``subnet``.
+
+    A layer that keeps no head (unit) of ``subnet`` skips its attention (FFN) block exactly as the
+    binary sub-network does, instead of running it with zero scales, which would still add the
+    block's bias and LayerNorm.
+    """
+    heads, units = subnet.heads_per_layer, subnet.units_per_layer
+    return [
+        LayerPlan(
+            num_heads=int(heads[i]),
+            num_units=int(units[i]),
+            head_scale=head_scale[i],
+            unit_scale=unit_scale[i],
+        )
+        for i in range(subnet.num_layers)
+    ]
 
 
 def _linear_rows(x: torch.Tensor, linear: nn.Linear, rows: Selector) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Fine-tuning and super-network training: one readable loop for every strategy.
 
-Every step runs the sub-networks a :class:`~nasprune.strategies.Strategy` plans, sums
+Every step runs the sub-networks a :class:`~nasprune.training.strategies.Strategy` plans, sums
 their gradients and takes one AdamW step under a linear schedule with warm-up. After
 every epoch the largest and smallest sub-networks are evaluated and a checkpoint is
 saved, so an interrupted run resumes from its last finished epoch.
@@ -15,15 +15,15 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from nasprune.errors import NaspruneError
 from nasprune.memory import release_free_memory
-from nasprune.strategies import DISTILL, Strategy
 from nasprune.subnet import SubNetwork
 from nasprune.supernet import SuperNetwork
+from nasprune.training.losses import distillation_loss, label_loss
+from nasprune.training.strategies import DISTILL, Strategy
 
 #: Largest parameter magnitude a checkpoint may hold. Trained BERT-like weights stay within a few
 #: tens (LayerNorm gains and embeddings are the largest); 1e4 is far above any of them and far
@@ -59,6 +59,7 @@ class TrainingConfig:
     temperature: float = 10.0
 
     def validate(self) -> None:
+        """Raise :class:`NaspruneError` for a setting out of range."""
         if self.epochs < 1:
             raise NaspruneError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -71,47 +72,19 @@ class TrainingConfig:
             raise NaspruneError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
 
 
-def label_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
-    if regression:
-        return F.mse_loss(logits.squeeze(-1), labels.float())
-    return F.cross_entropy(logits, labels)
-
-
-def distillation_loss(
-    student: torch.Tensor,
-    teacher: torch.Tensor,
-    labels: torch.Tensor,
-    temperature: float,
-    regression: bool,
-) -> torch.Tensor:
-    """Hinton et al. (2015): T² · CE(student/T, softmax(teacher/T)) + CE(student, labels).
-
-    The soft term is computed as the KL divergence, which differs from that cross-entropy
-    only by the teacher's entropy: the same gradients, and a loss that reads 0 at a perfect
-    match. For regression the soft term is the squared error to the teacher's prediction.
-    """
-    if regression:
-        soft = F.mse_loss(student.squeeze(-1), teacher.squeeze(-1))
-    else:
-        soft = temperature**2 * F.kl_div(
-            F.log_softmax(student / temperature, dim=-1),
-            F.log_softmax(teacher / temperature, dim=-1),
-            reduction="batchmean",
-            log_target=True,
-        )
-    return soft + label_loss(student, labels, regression)
-
-
 @dataclass
 class EpochRecord:
+    """What one finished epoch reports: its mean training loss, its duration and its validation metrics."""
+
     epoch: int
     train_loss: float
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def _optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
-    # The usual BERT recipe: no weight decay on biases and LayerNorm weights.
+def make_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters of ``model``, with ``config``'s learning rate and weight
+    decay; the usual BERT recipe: no weight decay on biases and LayerNorm weights."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
@@ -166,7 +139,7 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise NaspruneError("the training split is empty: nothing to train on")
         self.total_steps = self.steps_per_epoch * config.epochs
-        self.optimizer = _optimizer(supernet, config)
+        self.optimizer = make_optimizer(supernet, config)
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer, math.ceil(config.warmup_ratio * self.total_steps), self.total_steps
         )
@@ -205,6 +178,7 @@ class Trainer:
 
     # --- the loop -----------------------------------------------------------------------
     def train_step(self, batch: dict, step: int) -> float:
+        """One optimizer step on ``batch`` over every sub-network the strategy plans; the summed loss."""
         labels = batch.pop("labels")
         # Every sub-network starts from the same embeddings: compute them once per step, and
         # send the summed gradient back through them once, after the last sub-network.
@@ -234,6 +208,7 @@ class Trainer:
         return total
 
     def train(self) -> list[EpochRecord]:
+        """Train the remaining epochs (all of them, unless resumed); the history of every epoch."""
         device = next(self.supernet.parameters()).device
         if self.start_epoch == 0:  # a resumed run restored its generator state instead
             torch.manual_seed(self.config.seed)

@@ -44,9 +44,11 @@ class Strategy:
         self.smallest = space.to_subnet(space.smallest())
 
     def random_subnets(self, rng: np.random.Generator) -> list[SubNetwork]:
+        """``num_random_subnets`` sub-networks drawn uniformly from the search space."""
         return [self.space.vector_to_subnet(self.space.sample_vector(rng)) for _ in range(self.num_random_subnets)]
 
     def plan(self, step: int, total_steps: int, rng: np.random.Generator) -> list[TrainingTask]:
+        """The sub-networks to train at ``step`` of ``total_steps``, and the loss of each."""
         raise NotImplementedError
 
 
@@ -147,6 +149,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
 
 
 def get_strategy(name: str, space: SearchSpace, num_random_subnets: int = 2) -> Strategy:
+    """The strategy registered as ``name`` in :data:`STRATEGIES`, over ``space``."""
     if name not in STRATEGIES:
         raise NaspruneError(f"unknown strategy '{name}'; choose one of: {', '.join(STRATEGIES)}")
     return STRATEGIES[name](space, num_random_subnets)

@@ -12,7 +12,11 @@ variable ``m`` that multiplies the output of a head or unit (``m = 1``: kept, ``
 Both need *per-example* gradients (``E|g|`` and ``sum g^2`` are not functions of the batch
 gradient). The super-network's mask mode broadcasts one scale vector over the whole batch, so the
 gradients are taken one example at a time, with the example's trailing padding cut off. That is
-exact and, at the few hundred examples these criteria use, fast enough on a CPU.
+exact and, at the few hundred examples these criteria use, fast enough on a CPU. The masks are
+the scales of :meth:`nasprune.supernet.SuperNetwork.scaled`.
+
+Importance is core: rewiring (:mod:`nasprune.rewiring`) sorts heads and units by it, and the
+pruning baselines (:mod:`nasprune.baselines.rfp`, :mod:`nasprune.baselines.head_pruning`) prune by it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import torch
 
 from nasprune.subnet import SubNetwork
 from nasprune.supernet import SuperNetwork
-from nasprune.supernet.encoder import LayerPlan
 from nasprune.training import label_loss
 
 
@@ -50,6 +53,7 @@ class MaskGradients:
 
     @property
     def num_examples(self) -> int:
+        """The examples the gradients were taken on."""
         return len(self.head)
 
     def fisher(self) -> Importance:
@@ -59,51 +63,6 @@ class MaskGradients:
     def mean_abs(self) -> Importance:
         """Expected absolute sensitivity ``E_x |g_x|`` (Michel et al. 2019, eq. 2)."""
         return Importance(np.abs(self.head).mean(0), np.abs(self.unit).mean(0))
-
-
-def mask_plans(
-    head_scale: torch.Tensor, unit_scale: torch.Tensor, subnet: SubNetwork
-) -> list[LayerPlan]:
-    """Mask-mode plans whose scales are the given (differentiable) tensors.
-
-    A layer that keeps no head (unit) skips its attention (FFN) block exactly as the super-network
-    does, instead of running it with zero scales, which would still add the bias and LayerNorm.
-    """
-    heads, units = subnet.heads_per_layer, subnet.units_per_layer
-    return [
-        LayerPlan(
-            num_heads=int(heads[i]),
-            num_units=int(units[i]),
-            head_scale=head_scale[i],
-            unit_scale=unit_scale[i],
-        )
-        for i in range(subnet.num_layers)
-    ]
-
-
-def logits_with_scales(
-    supernet: SuperNetwork,
-    batch: dict[str, torch.Tensor],
-    head_scale: torch.Tensor,
-    unit_scale: torch.Tensor,
-    subnet: SubNetwork | None = None,
-) -> torch.Tensor:
-    """Logits of ``supernet`` with real-valued head ``[L, H]`` and unit ``[L, I]`` scales.
-
-    This is the super-network's mask mode with scales that may require grad. It drives the
-    encoder with explicit plans (the super-network has no public hook for that yet).
-    """
-    subnet = subnet if subnet is not None else SubNetwork.full(supernet.shape)
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    hidden, ext_mask = supernet.embed(**inputs)
-    length, width = hidden.shape[-2:]
-    flat_mask = None if ext_mask is None else ext_mask.reshape(-1, 1, 1, length)
-    plans = mask_plans(head_scale, unit_scale, subnet)
-    sequence_output = supernet._encoder(hidden.reshape(-1, length, width), flat_mask, plans)
-    logits = supernet.adapter.head_logits(supernet.model, sequence_output, supernet.task_kind)
-    if supernet.task_kind == "multiple_choice":
-        logits = logits.view(hidden.shape[0], hidden.shape[1])
-    return logits
 
 
 def _examples(loader: Iterable[dict], max_examples: int | None) -> Iterable[dict]:
@@ -155,7 +114,8 @@ def mask_gradients(
             example = {k: v.to(device) for k, v in example.items()}
             head_scale = torch.tensor(subnet.head_mask, dtype=dtype, device=device, requires_grad=True)
             unit_scale = torch.tensor(subnet.unit_mask, dtype=dtype, device=device, requires_grad=True)
-            logits = logits_with_scales(supernet, example, head_scale, unit_scale, subnet)
+            with supernet.scaled(head_scale, unit_scale, subnet):
+                logits = supernet(**example)
             loss = label_loss(logits, example["labels"], regression)
             # autograd.grad leaves the weights' .grad alone and skips their gradient kernels.
             g_head, g_unit = torch.autograd.grad(loss, [head_scale, unit_scale], allow_unused=True)

@@ -1,0 +1,7 @@
+"""``python -m nasprune.cli``: the ``nasprune`` command."""
+
+import sys
+
+from nasprune.cli import main
+
+sys.exit(main())

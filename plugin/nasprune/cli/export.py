@@ -1,0 +1,58 @@
+"""``nasprune export``: cut a sub-network out of a checkpoint as a smaller model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from nasprune.cli.flags import add_data_flags, data_overrides_from_args
+from nasprune.workflows import export
+
+HELP = "cut a sub-network out of a checkpoint as a smaller model that loads with from_pretrained"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``nasprune export``."""
+    parser.add_argument("--checkpoint", required=True, help="the super-network checkpoint that was searched")
+    parser.add_argument("--results", required=True, help="a search --output-dir, or its results.csv")
+    choose = parser.add_mutually_exclusive_group(required=True)
+    choose.add_argument("--pick", type=int, help="index into the Pareto set, smallest first (-1: largest)")
+    choose.add_argument("--max-params", type=float, help="the most accurate Pareto point within this relative size")
+    choose.add_argument("--max-error", type=float, help="the smallest Pareto point within this validation error")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--onnx", action="store_true", help="also write model.onnx (needs 'nasprune[onnx]')")
+    parser.add_argument("--overwrite-output-dir", action="store_true")
+    parser.add_argument(
+        "--no-evaluate", dest="evaluate", action="store_false",
+        help="do not measure the exported model on the checkpoint's validation and test data (e.g. when "
+        "the data is gone); then no error numbers are recorded",
+    )
+    parser.add_argument("--eval-batch-size", type=int, default=128, help="batch size of that measurement")
+    # Where the checkpoint's data files are not found (moved, or outside the folders it may follow).
+    add_data_flags(parser, with_model=False)
+
+
+def run_from_args(args: argparse.Namespace) -> Path:
+    """``nasprune export``."""
+    path = export(
+        args.checkpoint, args.results, args.output_dir, pick=args.pick, max_params=args.max_params,
+        max_error=args.max_error, onnx=args.onnx, overwrite=args.overwrite_output_dir,
+        evaluate=args.evaluate, eval_batch_size=args.eval_batch_size, data_overrides=data_overrides_from_args(args),
+    )
+    meta = json.loads((path / "nasprune_export.json").read_text())
+    print(
+        f"exported {meta['params']:,} parameters ({meta['relative_params']:.1%} of the model) to {path}; "
+        f"load it with AutoModelForSequenceClassification.from_pretrained('{path}') after 'import nasprune', "
+        "or with trust_remote_code=True"
+    )
+    searched = meta["searched"]
+    if meta["evaluated"]:
+        print(
+            f"measured on the exported model: valid error {meta['valid_error']:.4f}, test error "
+            f"{meta['test_error']:.4f}; the results table (trial {searched['trial_id']}) says valid error "
+            f"{searched['valid_error']:.4f}, test error {searched.get('test_error', float('nan')):.4f}"
+        )
+    else:
+        print("not evaluated (--no-evaluate): nasprune_export.json records no error numbers")
+    return path
