@@ -32,9 +32,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
-from nasprune import data
+from nasprune import analysis, data
 from nasprune.counting import count_macs, relative_macs
 from nasprune.evaluation import SubnetEvaluator
 from nasprune.export import slice_subnetwork
@@ -52,14 +53,10 @@ def minilm_path() -> str:
 
 
 def markdown(header: list[str], rows: list[list]) -> str:
-    def cell(value) -> str:
-        if isinstance(value, float):
-            return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
-        return str(value)
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """``rows`` as a Markdown table (:func:`nasprune.analysis.markdown_table`), three significant
+    digits; values from 1000 up as whole numbers, since ``.3g`` would print them as 1.23e+03."""
+    rows = [[f"{v:.0f}" if isinstance(v, float) and abs(v) >= 1000 else v for v in row] for row in rows]
+    return analysis.markdown_table(pd.DataFrame(rows, columns=header), float_format="{:.3g}").rstrip("\n")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import argparse
 
 from nasprune.cli.nas import print_summary
 from nasprune.data import DataOptions
-from nasprune.standard_nas import STANDARD_NAS_METHODS, run_standard_nas
+from nasprune.snas import STANDARD_NAS_METHODS, run_standard_nas
 
 MODEL = None  # a HF name or path (BERT or RoBERTa family); None: the offline MiniLM-L6
 DATA = DataOptions(

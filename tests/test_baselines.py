@@ -14,8 +14,10 @@ from conftest import tiny_batch, tiny_model, write_sentiment_csv, write_tiny_ber
 from nasprune.baselines import head_pruning, layer_drop, reference_model, rfp
 from nasprune.counting import ParameterCounter, count_macs
 from nasprune.errors import NaspruneError
+from nasprune.evaluation import plain_model_error
 from nasprune.importance import Importance, mask_gradients
 from nasprune.rewiring import Permutation, apply_permutation, compute_importance, importance_order, rewire
+from nasprune.scales import MaskScales, apply_scales
 from nasprune.subnet import ModelShape, SubNetwork
 from nasprune.supernet import SuperNetwork, encoder_layers
 from nasprune.training import TrainingConfig, label_loss
@@ -173,10 +175,10 @@ def test_tuned_scales_fold_exactly_into_a_copy():
     supernet = SuperNetwork(model).eval()
     subnet = SubNetwork.from_counts(supernet.shape, [3, 0, 2], [40, 64, 8])
     rng = np.random.default_rng(0)
-    scales = rfp.MaskScales(subnet.head_mask * rng.uniform(0.5, 1.5, subnet.head_mask.shape),
-                            subnet.unit_mask * rng.uniform(0.5, 1.5, subnet.unit_mask.shape))
+    scales = MaskScales(subnet.head_mask * rng.uniform(0.5, 1.5, subnet.head_mask.shape),
+                        subnet.unit_mask * rng.uniform(0.5, 1.5, subnet.unit_mask.shape))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    tuned = SuperNetwork(rfp.apply_scales(model, subnet, scales)).eval()
+    tuned = SuperNetwork(apply_scales(model, subnet, scales)).eval()
     batch = tiny_batch(model)
     with torch.no_grad(), tuned.select(subnet):
         got = tuned(**batch)
@@ -296,7 +298,7 @@ def test_reference_size_is_relative_to_the_pruned_models_full_size():
 def test_reference_model_finetunes():
     model = tiny_model("bert", "classification", num_layers=1)
     batches = _labelled(model, n_batches=2)
-    error = lambda: reference_model.model_error(model, batches, lambda logits, labels: float(np.mean(logits.argmax(1) == labels)))
+    error = lambda: plain_model_error(model, batches, lambda logits, labels: float(np.mean(logits.argmax(1) == labels)))
     before = error()
     reference_model.finetune_model(model, batches, TrainingConfig(epochs=20, learning_rate=1e-2, batch_size=6))
     assert error() < before

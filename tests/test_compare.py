@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nasprune import compare as cmp
+from nasprune import report as cmp
 from nasprune.errors import NaspruneError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -339,7 +339,7 @@ def test_grid_rewired_supernets_measure_importance_on_the_finetuned_checkpoint(t
 
 
 def test_runs_on_different_data_splits_are_different_instances():
-    from nasprune.compare import average_ranks, instance_ranks
+    from nasprune.report import average_ranks, instance_ranks
 
     # Method a wins on split 0, b on split 1, each with training seed 0: two instances, one win each.
     scores = pd.DataFrame(

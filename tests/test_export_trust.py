@@ -139,7 +139,7 @@ def test_no_evaluate_writes_no_error_numbers_and_needs_no_data(finetuned, rfp_re
 
 # --- retraining-free pruning: the tuned mask values are part of the weights ---------------------
 def test_rfp_export_folds_the_tuned_mask_values_into_the_weights(finetuned, rfp_results, tmp_path):
-    from nasprune.baselines.rfp import MaskScales, apply_scales
+    from nasprune.scales import MaskScales, apply_scales
     from nasprune.workflows import export
 
     root, checkpoint = finetuned
@@ -187,7 +187,7 @@ def test_rfp_export_refuses_a_tuned_row_without_its_mask_values(finetuned, rfp_r
 
 
 def test_mask_scales_round_trip_and_refuse_what_does_not_fit():
-    from nasprune.baselines.rfp import MaskScales
+    from nasprune.scales import MaskScales
 
     subnet = SubNetwork.from_dict({"heads": [[0, 2], []], "units": [[1], [0, 3]], "num_heads": 4, "intermediate_size": 4})
     scales = MaskScales.binary(subnet)

@@ -26,6 +26,17 @@ def test_search_loads_neither_transformers_nor_matplotlib():
     )
 
 
+def test_the_standard_nas_schedulers_load_neither_torch_nor_transformers():
+    _run(
+        """
+        import sys
+        from nasprune.snas import make_standard_nas_scheduler, pareto_ranks
+        heavy = {"transformers", "matplotlib", "torch"} & set(sys.modules)
+        assert not heavy, f"import nasprune.snas loaded {sorted(heavy)}"
+        """
+    )
+
+
 def test_import_nasprune_registers_the_pruned_models_once_transformers_is_imported():
     _run(
         """

@@ -21,18 +21,19 @@ from syne_tune.optimizer.schedulers.single_fidelity_scheduler import SingleFidel
 from syne_tune.report import retrieve
 
 from conftest import write_tiny_bert
-from nasprune import analysis, worker
+from nasprune import analysis
 from nasprune.cli.nas import add_arguments, run_from_args
 from nasprune.errors import NaspruneError
 from nasprune.search import NSGA2, LocalSearch
 from nasprune.search.registry import METHODS
 from nasprune.spaces import get_search_space
-from nasprune.standard_nas import (
+from nasprune.snas import (
     ParetoRankPriority,
     SeededMOASHA,
     TrialLimit,
     make_standard_nas_scheduler,
     run_standard_nas,
+    worker,
 )
 from nasprune.subnet import ModelShape
 from nasprune.analysis import HYPERVOLUME_DEFINITION, REFERENCE_POINT
@@ -233,7 +234,7 @@ def test_command_line_takes_exactly_one_budget(workspace, tmp_path):
 def test_failing_or_too_slow_trials_raise(workspace, tmp_path, monkeypatch, script, budget, message):
     fake_worker = tmp_path / "fake_worker.py"
     fake_worker.write_text(script)
-    monkeypatch.setattr("nasprune.standard_nas.WORKER_SCRIPT", fake_worker)
+    monkeypatch.setattr("nasprune.snas.launch.WORKER_SCRIPT", fake_worker)
     with pytest.raises(NaspruneError, match=message):
         run_standard_nas(
             str(workspace / "model"), _data_options(workspace), tmp_path / "out", n_workers=2,

@@ -20,10 +20,10 @@ from syne_tune.optimizer.schedulers.asha import Bracket
 from syne_tune.optimizer.schedulers.multiobjective.non_dominated_priority import pareto_efficient
 from syne_tune.report import retrieve
 
-from nasprune import analysis, worker
+from nasprune import analysis
 from nasprune.errors import NaspruneError
 from nasprune.spaces import get_search_space
-from nasprune.standard_nas import (
+from nasprune.snas import (
     JOURNAL_FILE,
     TUNER_PID_ENV,
     ParetoRankPriority,
@@ -34,6 +34,7 @@ from nasprune.standard_nas import (
     pareto_ranks,
     replay,
     run_standard_nas,
+    worker,
 )
 from nasprune.subnet import ModelShape
 
@@ -228,7 +229,7 @@ def test_workers_exit_when_their_tuner_dies(tmp_path):
     # A stand-in tuner starts a trial process the way LocalBackend does, then is killed.
     child = textwrap.dedent("""
         import time
-        from nasprune.worker import watch_tuner
+        from nasprune.snas.worker import watch_tuner
         assert watch_tuner() is not None
         time.sleep(120)
     """)
@@ -396,7 +397,7 @@ CRASHING_ENTRY_POINT = """
     config = dict(zip(arguments[::2], arguments[1::2]))
     if (config["--num_layers"], config["--num_heads"], config["--num_units"]) == ("2", "4", "64"):
         sys.exit("CUDA out of memory (injected)")
-    from nasprune.worker import main
+    from nasprune.snas.worker import main
     sys.exit(main())
 """
 

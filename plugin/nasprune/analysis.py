@@ -151,6 +151,26 @@ def hypervolume_over_time(
 
 
 # --- plots ------------------------------------------------------------------------------
+def new_figure(width: float = 6.0, height: float = 4.5, dpi: int = 100) -> Any:
+    """A matplotlib ``Figure`` on the Agg canvas: no pyplot state, works without a display.
+
+    matplotlib is imported here, not with this module, since it is slow to load and only plots
+    need it. Finish with :func:`save_figure`.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def save_figure(figure: Any, path: str | os.PathLike) -> Path:
+    """Lay out a :func:`new_figure` tightly and write it as PNG atomically."""
+    figure.tight_layout()
+    return save_figure_atomic(figure, path)
+
+
 def plot_front(
     df: pd.DataFrame,
     x: str,
@@ -165,16 +185,12 @@ def plot_front(
     If ``df`` has no ``pareto_column``, the front is computed from ``x`` and ``y``. Uses the
     Agg canvas directly (no pyplot state, works without a display) and writes atomically.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     points = df[[x, y]].to_numpy(dtype=float)
     if pareto_column in df.columns:
         on_front = df[pareto_column].to_numpy(dtype=bool)
     else:
         on_front = pareto_mask(points)
-    figure = Figure(figsize=(6, 4.5), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = new_figure()
     axes = figure.add_subplot()
     axes.scatter(points[~on_front, 0], points[~on_front, 1], s=14, color="0.65", label="evaluated")
     front = points[on_front]
@@ -188,8 +204,7 @@ def plot_front(
         axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(loc="best", fontsize="small")
-    figure.tight_layout()
-    return save_figure_atomic(figure, path)
+    return save_figure(figure, path)
 
 
 # --- tables -----------------------------------------------------------------------------

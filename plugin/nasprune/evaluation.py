@@ -41,6 +41,22 @@ def predict(supernet: SuperNetwork, loader: Iterable[dict], subnet: SubNetwork |
     return torch.cat(logits).numpy(), torch.cat(labels).numpy()
 
 
+@torch.inference_mode()
+def plain_model_error(model: torch.nn.Module, loader: Iterable[dict], metric: MetricFn) -> float:
+    """``1 - metric`` of a plain HF task model on a split, through its own forward.
+
+    For models no super-network wraps: the reference-model baseline (any family) and an exported
+    pruned model loaded back with ``from_pretrained``.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    logits, labels = [], []
+    for batch in loader:
+        logits.append(model(**{k: v.to(device) for k, v in batch.items() if k != "labels"}).logits.float().cpu())
+        labels.append(batch["labels"])
+    return 1.0 - float(metric(torch.cat(logits).numpy(), torch.cat(labels).numpy()))
+
+
 class SubnetEvaluator:
     """Measures sub-networks on one split: ``error = 1 - metric``, parameters and MACs.
 

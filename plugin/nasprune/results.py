@@ -3,7 +3,7 @@
 Every producer of results builds them here, so that ``nasprune compare`` and ``nasprune export``
 read one format whoever wrote it: the weight-sharing search (:func:`nasprune.workflows.search`),
 the pruning baselines (:mod:`nasprune.baselines.runner`) and standard NAS
-(:mod:`nasprune.standard_nas`).
+(:mod:`nasprune.snas`).
 
 * :func:`result_row`: a row of ``results.csv`` for an evaluated :class:`~nasprune.subnet.SubNetwork`
   (``trial_id``, ``config_<name>``, the measured values, the layout columns and ``subnet``).

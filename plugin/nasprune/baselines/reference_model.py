@@ -5,15 +5,15 @@ is fine-tuned on the same training split by the same :class:`~nasprune.training.
 recipe as ``nasprune finetune`` (AdamW without decay on biases and LayerNorms, linear schedule with
 warm-up, gradient clipping) and evaluated on the same validation and test splits. It is one point on the error-vs-size plane: its
 own parameter count and MACs relative to the *pruned* model's unpruned size. The model need not be
-of a family the super-network supports (DistilBERT is not), so this uses the plain HF forward.
+of a family the super-network supports (DistilBERT is not), so this uses the plain HF forward
+(measured by :func:`nasprune.evaluation.plain_model_error`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
-import numpy as np
 import torch
 
 from nasprune.counting import count_macs
@@ -57,10 +57,6 @@ def reference_size(model: torch.nn.Module, full_params: int, full_shape: ModelSh
     return ReferenceSize(params, params / full_params, macs, macs / full_macs, shape)
 
 
-def _inputs(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device) for k, v in batch.items() if k != "labels"}
-
-
 class PlainModelTrainer(Trainer):
     """The :class:`~nasprune.training.Trainer` (its seeding, batch order, schedule and divergence
     checks) for a plain HF task model of any family, which a super-network may not support: each
@@ -101,15 +97,3 @@ def finetune_model(
     PlainModelTrainer(model, train_loader, config, regression, progress).train()
     model.eval()
     return model
-
-
-@torch.inference_mode()
-def model_error(model: torch.nn.Module, loader: Iterable[dict], metric: Callable[[np.ndarray, np.ndarray], float]) -> float:
-    """``1 - metric`` of a HF task model on a split."""
-    model.eval()
-    device = next(model.parameters()).device
-    logits, labels = [], []
-    for batch in loader:
-        logits.append(model(**_inputs(batch, device)).logits.float().cpu())
-        labels.append(batch["labels"])
-    return 1.0 - float(metric(torch.cat(logits).numpy(), torch.cat(labels).numpy()))

@@ -21,12 +21,13 @@ are folded into a *copy* of the model: a kept head's columns of the attention ou
 and a kept unit's column of the FFN output projection, are multiplied by its value. The copy
 running the binary sub-network computes exactly the tuned masked model; it has the same parameter
 count and MACs as the binary sub-network, but it is a different set of weights than the
-checkpoint's, which :class:`RFPResult` keeps (``scales``) so that it can be rebuilt.
+checkpoint's, which :class:`RFPResult` keeps (``scales``) so that it can be rebuilt. The values
+and the folding (:class:`~nasprune.scales.MaskScales`, :func:`~nasprune.scales.apply_scales`) live in
+:mod:`nasprune.scales`, since ``nasprune export`` folds them too.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -39,8 +40,9 @@ import torch.nn.functional as F
 from nasprune.counting import ParameterCounter, count_macs
 from nasprune.errors import NaspruneError
 from nasprune.importance import Importance, MaskGradients, mask_gradients
+from nasprune.scales import MaskScales
 from nasprune.subnet import ModelShape, SubNetwork
-from nasprune.supernet import LayerModules, SuperNetwork, encoder_layers, head_feature_indices, unwrap
+from nasprune.supernet import LayerModules, SuperNetwork, encoder_layers, head_feature_indices
 
 logger = logging.getLogger("nasprune")
 
@@ -218,53 +220,6 @@ def pruned_fisher_loss(subnet: SubNetwork, gradients: MaskGradients) -> float:
 
 
 # --- step 3: mask tuning --------------------------------------------------------------------
-#: Written by ``nasprune baseline --method rfp`` beside its results: each tuned row's mask values,
-#: keyed by trial id, so that ``nasprune export`` folds them into the exported weights.
-MASK_SCALES_FILE = "mask_scales.json"
-
-
-@dataclass
-class MaskScales:
-    """Real-valued mask values: ``head [L, H]`` and ``unit [L, I]`` (0 where pruned)."""
-
-    head: np.ndarray
-    unit: np.ndarray
-
-    @classmethod
-    def binary(cls, subnet: SubNetwork) -> "MaskScales":
-        return cls(subnet.head_mask.astype(float), subnet.unit_mask.astype(float))
-
-    def to_dict(self, subnet: SubNetwork) -> dict:
-        """The kept masks' values per layer, in the order of their indices."""
-        return {
-            "heads": [self.head[i, subnet.head_mask[i]].round(6).tolist() for i in range(subnet.num_layers)],
-            "units": [self.unit[i, subnet.unit_mask[i]].round(6).tolist() for i in range(subnet.num_layers)],
-        }
-
-    @classmethod
-    def from_dict(cls, values: dict, subnet: SubNetwork) -> "MaskScales":
-        """The inverse of :meth:`to_dict` (e.g. an entry of the baseline's ``mask_scales.json``).
-
-        :raises NaspruneError: when the values do not fit ``subnet`` (one per kept head and unit)
-        """
-        scales = cls.binary(subnet)
-        try:
-            for name, masks, target in (("heads", subnet.head_mask, scales.head), ("units", subnet.unit_mask, scales.unit)):
-                layers = values[name]
-                if len(layers) != subnet.num_layers:
-                    raise ValueError(f"{len(layers)} layers of {name}, the sub-network has {subnet.num_layers}")
-                for layer, kept_values in enumerate(layers):
-                    kept = np.flatnonzero(masks[layer])
-                    if len(kept_values) != len(kept):
-                        raise ValueError(f"layer {layer} has {len(kept_values)} {name} values for {len(kept)} kept {name}")
-                    target[layer, kept] = np.asarray(kept_values, dtype=float)
-        except (KeyError, TypeError, ValueError) as err:
-            raise NaspruneError(f"mask scales that do not fit the sub-network: {err}") from None
-        if not (np.isfinite(scales.head).all() and np.isfinite(scales.unit).all()):
-            raise NaspruneError("mask scales that are not finite numbers")
-        return scales
-
-
 def _head_outputs(x: torch.Tensor, ext_mask, m: LayerModules, heads: np.ndarray, head_dim: int) -> torch.Tensor:
     """Each selected head's contribution to the attention output projection: ``[K, N, T, d]``."""
     batch, length, width = x.shape
@@ -425,29 +380,6 @@ def _accept(normal: _Normal, damping: float) -> np.ndarray:
     if not np.all(np.isfinite(values)) or normal.residual(values) > normal.residual(ones):
         return ones
     return values
-
-
-def apply_scales(model: torch.nn.Module, subnet: SubNetwork, scales: MaskScales) -> torch.nn.Module:
-    """A copy of ``model`` (HF model or super-network) with tuned mask values folded into its weights.
-
-    Kept head h of layer l scales its columns of the attention output projection, kept unit u its
-    column of the FFN output projection; running the binary ``subnet`` on the copy computes the
-    tuned masked model exactly. ``model`` is not modified.
-    """
-    # Copy the HF model, not a super-network: SubNetwork (held by it) refuses deepcopy's setattr.
-    tuned = copy.deepcopy(unwrap(model))
-    supernet = SuperNetwork(tuned)
-    head_dim = supernet.shape.head_dim
-    with torch.no_grad():
-        for layer, modules in enumerate(encoder_layers(supernet)):
-            weight = modules.attn_out.weight
-            for head in subnet.head_indices(layer):
-                weight[:, head * head_dim : (head + 1) * head_dim] *= float(scales.head[layer, head])
-            units = subnet.unit_indices(layer)
-            if len(units):
-                factor = torch.as_tensor(scales.unit[layer, units], dtype=weight.dtype, device=weight.device)
-                modules.ffn_out.weight[:, units] *= factor
-    return SuperNetwork(tuned, mode=model.mode) if isinstance(model, SuperNetwork) else tuned
 
 
 # --- the whole pipeline ---------------------------------------------------------------------

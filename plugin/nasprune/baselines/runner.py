@@ -34,10 +34,11 @@ import torch
 from nasprune import analysis, data
 from nasprune.baselines import head_pruning, layer_drop, reference_model, rfp
 from nasprune.errors import NaspruneError
-from nasprune.evaluation import SubnetEvaluator
+from nasprune.evaluation import SubnetEvaluator, plain_model_error
 from nasprune.files import write_json_atomic
 from nasprune.objectives import COMMON_OBJECTIVES, OBJECTIVES, metric_columns
 from nasprune.results import SearchResult, begin_search_outputs, build_summary, check_search_output_dir, result_row, write_results
+from nasprune.scales import MASK_SCALES_FILE, apply_scales
 from nasprune.session import CheckpointSession, load_tokenizer
 from nasprune.subnet import SubNetwork
 from nasprune.supernet import SuperNetwork, load_hf_model
@@ -211,7 +212,7 @@ def _run_rfp(run: _Run, output_dir: Path) -> dict[str, Any]:
         subnet = result.subnet
         untuned = valid.error(subnet)
         if options.tune_masks:
-            tuned = SuperNetwork(rfp.apply_scales(run.supernet.model, subnet, result.scales)).eval()
+            tuned = SuperNetwork(apply_scales(run.supernet.model, subnet, result.scales)).eval()
             tuned_valid, tuned_test = run.evaluators(tuned)
             # Fresh evaluators of the tuned copy: their errors are the tuned ones.
             measured = valid.size(subnet) | {"valid_error": tuned_valid.error(subnet)}
@@ -223,7 +224,7 @@ def _run_rfp(run: _Run, output_dir: Path) -> dict[str, Any]:
         scales[str(run.rows[-1]["trial_id"])] = result.scales.to_dict(subnet)
     if scales and options.tune_masks:
         # The tuned values make the weights of each row: keep them to rebuild the pruned models.
-        write_json_atomic(scales, output_dir / rfp.MASK_SCALES_FILE)
+        write_json_atomic(scales, output_dir / MASK_SCALES_FILE)
     return full_model
 
 
@@ -278,8 +279,8 @@ def _run_reference_model(run: _Run, output_dir: Path) -> dict[str, Any]:
         config = options.training_config()
         reference_model.finetune_model(model, loader("train", options.batch_size, True), config, run.regression)
     metric = run.task_data.metric
-    valid_error = reference_model.model_error(model, loader("validation", options.eval_batch_size, False), metric)
-    test_error = reference_model.model_error(model, loader("test", options.eval_batch_size, False), metric)
+    valid_error = plain_model_error(model, loader("validation", options.eval_batch_size, False), metric)
+    test_error = plain_model_error(model, loader("test", options.eval_batch_size, False), metric)
     size = reference_model.reference_size(model, valid.counter.total, run.supernet.shape, run.macs_length)
     subnet = SubNetwork.full(size.shape)
     measured = {
@@ -330,7 +331,7 @@ def run_baseline(
     check_search_output_dir(output_dir, settings, overwrite)
     begin_search_outputs(output_dir, overwrite)
     if overwrite:  # rfp's tuned mask values belong to the rows they were written with
-        (output_dir / rfp.MASK_SCALES_FILE).unlink(missing_ok=True)
+        (output_dir / MASK_SCALES_FILE).unlink(missing_ok=True)
     logger.info("baseline %s on %s (%s)", options.method, run.path, run.task_data.spec.name)
     torch.manual_seed(options.seed)
     full_model = _RUNNERS[options.method](run, output_dir)

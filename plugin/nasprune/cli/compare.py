@@ -6,7 +6,7 @@ import argparse
 
 from nasprune import analysis
 from nasprune.cli.flags import comma_separated
-from nasprune.compare import GROUP_FIELDS, NORMALISATIONS, Comparison, compare
+from nasprune.report import GROUP_FIELDS, NORMALISATIONS, Comparison, compare
 
 HELP = "hypervolumes, ranks, plots and tables over result folders"
 

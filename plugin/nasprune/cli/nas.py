@@ -7,7 +7,7 @@ import argparse
 from nasprune.cli.flags import add_data_flags, add_objective_flags, comma_separated, fill_default_task
 from nasprune.cli.summary import print_search_summary
 from nasprune.data import DataOptions
-from nasprune.standard_nas import TRIALS_TABLE, StandardNASResult, run_standard_nas
+from nasprune.snas import TRIALS_TABLE, StandardNASResult, run_standard_nas
 
 HELP = "standard NAS: fine-tune each sub-network as a Syne Tune trial (MO-ASHA, NSGA-II, ...)"
 

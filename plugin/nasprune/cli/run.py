@@ -19,7 +19,8 @@ from nasprune.cli.summary import print_search_summary
 from nasprune.data import DATA_FILE_FLAGS, DataOptions
 from nasprune.files import write_json_atomic
 from nasprune.results import SearchResult, begin_search_outputs, check_search_output_dir, recorded_run_settings
-from nasprune.workflows import search, train_supernet, training_config_from_args
+from nasprune.training import TrainingConfig
+from nasprune.workflows import search, train_supernet
 
 logger = logging.getLogger("nasprune")
 
@@ -87,7 +88,7 @@ def run_from_args(args: argparse.Namespace) -> SearchResult:
     checkpoint = train_supernet(
         args.model,
         data_options,
-        training_config_from_args(args, args.strategy),
+        TrainingConfig.from_args(args, args.strategy),
         args.search_space,
         output_dir / "supernet",
         overwrite=args.overwrite_output_dir,

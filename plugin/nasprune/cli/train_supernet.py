@@ -7,7 +7,8 @@ from pathlib import Path
 
 from nasprune.cli.flags import add_data_flags, add_training_flags, fill_default_task, rewiring_options_from_args
 from nasprune.data import DataOptions
-from nasprune.workflows import train_supernet, training_config_from_args
+from nasprune.training import TrainingConfig
+from nasprune.workflows import train_supernet
 
 HELP = "fine-tune the model as a super-network"
 
@@ -25,7 +26,7 @@ def train_from_args(args: argparse.Namespace, strategy: str) -> Path:
     path = train_supernet(
         args.model,
         DataOptions.from_args(args),
-        training_config_from_args(args, strategy),
+        TrainingConfig.from_args(args, strategy),
         getattr(args, "search_space", "medium"),
         args.output_dir,
         overwrite=args.overwrite_output_dir,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -57,6 +57,22 @@ class TrainingConfig:
     strategy: str = "full"
     num_random_subnets: int = 2
     temperature: float = 10.0
+
+    @classmethod
+    def from_args(cls, args: Any, strategy: str) -> "TrainingConfig":
+        """The training flags (``--epochs``, ``--learning-rate`` ...) as a config training with
+        ``strategy``: read by the ``nasprune`` commands and by the standard-NAS worker, whose flags
+        carry the same names."""
+        return cls(
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            warmup_ratio=args.warmup_ratio,
+            strategy=strategy,
+            num_random_subnets=getattr(args, "num_random_subnets", 2),
+            temperature=getattr(args, "temperature", 10.0),
+        )
 
     def validate(self) -> None:
         """Raise :class:`NaspruneError` for a setting out of range."""

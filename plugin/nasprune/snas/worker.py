@@ -4,7 +4,7 @@ Standard NAS (Klein et al. 2024, "Structural Pruning of Pre-trained Language Mod
 §4) cuts each candidate out of the *pre-trained* model and fine-tunes it on its own. This
 script is what Syne Tune's ``LocalBackend`` launches for a trial::
 
-    python -m nasprune.worker --model PATH --task rotten_tomatoes --search_space small \\
+    python -m nasprune.snas.worker --model PATH --task rotten_tomatoes --search_space small \\
         --num_layers 4 --num_heads 8 --num_units 1024 --epochs 3 --st_checkpoint_dir DIR
 
 Fixed hyper-parameters are named options; every other ``--name value`` pair is a variable of
@@ -35,8 +35,8 @@ import sys
 from pathlib import Path
 
 if __name__ == "__main__" and sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    # LocalBackend runs this file as a script, which puts nasprune/ itself first on sys.path;
-    # its modules (data, search, ...) must not shadow top-level packages of the same name.
+    # LocalBackend runs this file as a script, which puts nasprune/snas/ itself first on sys.path;
+    # its modules must not shadow top-level packages of the same name.
     del sys.path[0]
 
 import argparse
@@ -60,17 +60,13 @@ from nasprune.errors import NaspruneError
 from nasprune.evaluation import SubnetEvaluator
 from nasprune.files import write_json_atomic
 from nasprune.objectives import LatencyObjective
-from nasprune.session import default_device, load_tokenizer
+from nasprune.session import default_device, default_model, load_tokenizer
+from nasprune.snas.protocol import CHECKPOINT_POINTER, CHECKPOINT_PROGRESS, TUNER_PID_ENV
 from nasprune.spaces import get_search_space
-from nasprune.standard_nas import CHECKPOINT_POINTER, CHECKPOINT_PROGRESS, TUNER_PID_ENV
 from nasprune.supernet import SuperNetwork, load_hf_model
-from nasprune.training import FixedSubnetStrategy, Trainer
-from nasprune.workflows import (
-    default_model,
-    training_config_from_args,
-)
+from nasprune.training import FixedSubnetStrategy, Trainer, TrainingConfig
 
-logger = logging.getLogger("nasprune.worker")
+logger = logging.getLogger("nasprune.snas.worker")
 
 #: The pickled trial checkpoint of earlier versions: refused, never loaded.
 LEGACY_CHECKPOINT_FILE = "trial_state.pt"
@@ -112,7 +108,7 @@ OPTIONS: list[tuple[str, type, Any, str]] = [
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m nasprune.worker",
+        prog="python -m nasprune.snas.worker",
         description="Fine-tune one sub-network of a pre-trained model and report to Syne Tune "
         "after every epoch. Pass the search-space variables as extra --name value pairs.",
     )
@@ -238,7 +234,7 @@ def watch_tuner() -> threading.Thread | None:
 
     ``LocalBackend`` starts each trial as a child of the tuner; a tuner killed with ``kill -9``
     cannot stop them, and they would train on (holding GPUs and cores) for nobody. The tuner
-    exports its pid as :data:`~nasprune.standard_nas.TUNER_PID_ENV`; a daemon thread checks
+    exports its pid as :data:`~nasprune.snas.protocol.TUNER_PID_ENV`; a daemon thread checks
     every second that the tuner is still this process's parent (a dead parent's children are
     re-parented at once), or, when something else started this process, that it still runs.
     Without the variable (the worker run by hand) there is nothing to watch.
@@ -263,7 +259,7 @@ def watch_tuner() -> threading.Thread | None:
     def watch() -> None:
         while tuner_alive():
             time.sleep(TUNER_POLL_SECONDS)
-        print(f"nasprune.worker: the tuner (pid {tuner_pid}) is gone; exiting", file=sys.stderr, flush=True)
+        print(f"nasprune.snas.worker: the tuner (pid {tuner_pid}) is gone; exiting", file=sys.stderr, flush=True)
         os._exit(TUNER_GONE_EXIT_CODE)
 
     thread = threading.Thread(target=watch, name="nasprune-tuner-watch", daemon=True)
@@ -291,7 +287,7 @@ def run_trial(args: argparse.Namespace, variables: dict[str, Any], report: Repor
     report = report or Reporter()
     _set_threads(args.num_threads)
     # The worker's options carry the names of the nasprune command's flags.
-    config = training_config_from_args(args, "standard")
+    config = TrainingConfig.from_args(args, "standard")
     config.validate()
     options = DataOptions.from_args(args)  # --data_seed, not --seed, seeds the split
     task_data = options.load()
@@ -384,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, variables = parse_config(argv)
         run_trial(args, variables)
     except NaspruneError as err:
-        print(f"nasprune.worker: error: {err}", file=sys.stderr)
+        print(f"nasprune.snas.worker: error: {err}", file=sys.stderr)
         return 2
     return 0
 

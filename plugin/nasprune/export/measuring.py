@@ -1,0 +1,37 @@
+"""Measure an exported folder as a user would load it: its validation and test errors."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer
+
+from nasprune import data
+from nasprune.errors import NaspruneError
+from nasprune.evaluation import plain_model_error
+from nasprune.export.saving import load_pruned_model
+
+
+def measure_exported_model(
+    directory: str | os.PathLike,
+    task_data: Any,
+    max_seq_length: int,
+    batch_size: int = 128,
+    device: torch.device | str | None = None,
+) -> dict[str, float]:
+    """Load an exported folder back as a user would (``from_pretrained`` of the model and its
+    tokenizer) and measure ``valid_error`` and ``test_error`` (``1 - metric``) on ``task_data``'s
+    validation and test splits, with the data pipeline and metric of the search."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+    except (OSError, ValueError) as err:
+        raise NaspruneError(f"the exported folder {directory} has no usable tokenizer: {err}") from None
+    model = load_pruned_model(directory).to(device or "cpu")
+    errors = {}
+    for split, column in (("validation", "valid_error"), ("test", "test_error")):
+        encoded = data.tokenize_dataset(task_data.dataset[split], task_data.kind, tokenizer, max_seq_length)
+        loader = data.make_dataloader(encoded, tokenizer, batch_size, shuffle=False, sort_by_length=True)
+        errors[column] = plain_model_error(model, loader, task_data.metric)
+    return errors

@@ -1,0 +1,154 @@
+"""Save a sliced sub-network as a model folder that loads with ``from_pretrained``, and load it back.
+
+:func:`export_subnetwork` writes the pruned model, its tokenizer, the modeling code (for
+``trust_remote_code=True`` loading without nasprune), a model card and ``nasprune_export.json``,
+atomically. :func:`load_pruned_model` loads such a folder with the Auto class its task needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from torch import nn
+from transformers import AutoConfig, AutoModelForMultipleChoice, AutoModelForSequenceClassification
+
+from nasprune.counting import ParameterCounter
+from nasprune.errors import NaspruneError
+from nasprune.export.slicing import slice_subnetwork
+from nasprune.files import replace_folder
+from nasprune.subnet import SubNetwork
+from nasprune.supernet import get_adapter, unwrap
+
+#: Written next to the weights of an exported model: where it came from and what it keeps.
+EXPORT_META_FILE = "nasprune_export.json"
+EXPORT_FORMAT_VERSION = 1
+
+
+def _model_card(meta: Mapping[str, Any]) -> str:
+    heads = meta["heads_per_layer"]
+    units = meta["units_per_layer"]
+    return (
+        "---\nlibrary_name: transformers\ntags:\n- nasprune\n- pruned\n---\n\n"
+        f"# Pruned {meta['family']} ({meta['task_kind']})\n\n"
+        f"Cut out of `{meta['source_model']}` by nasprune neural architecture "
+        f"search. It keeps {meta['params']:,} parameters ({meta['relative_params']:.1%} of the source), "
+        f"{len(meta['kept_layers'])} of {len(heads)} layers.\n\n"
+        f"- heads per source layer: {heads}\n- FFN units per source layer: {units}\n\n"
+        "Load it with nasprune installed (`import nasprune` first), or without it:\n\n"
+        "```python\nfrom transformers import AutoModelForSequenceClassification\n"
+        "model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True)\n```\n"
+        "(use `AutoModelForMultipleChoice` for multiple-choice models).\n"
+    )
+
+
+def set_label_names(config: Any, label_names: Sequence[str] | None) -> None:
+    """Write ``id2label`` / ``label2id`` into a classification config, so pipelines answer with names.
+
+    Nothing changes for regression and multiple choice (one output, no class names) or when
+    ``label_names`` is None; names that do not match ``num_labels`` are an error.
+    """
+    if not label_names or int(getattr(config, "num_labels", 0)) < 2:
+        return
+    names = [str(name) for name in label_names]
+    if len(names) != config.num_labels:
+        raise NaspruneError(
+            f"the checkpoint names {len(names)} labels ({', '.join(names)}) but its model has "
+            f"{config.num_labels} outputs"
+        )
+    config.id2label = dict(enumerate(names))
+    config.label2id = {name: i for i, name in enumerate(names)}
+
+
+def export_subnetwork(
+    supernet: nn.Module,
+    subnet: SubNetwork,
+    tokenizer: Any,
+    output_dir: str | os.PathLike,
+    extra_metadata: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    label_names: Sequence[str] | None = None,
+    finish: Callable[[Path], Mapping[str, Any]] | None = None,
+) -> Path:
+    """Save ``subnet`` of ``supernet`` as a physically pruned HF model folder and return its path.
+
+    The folder holds ``config.json`` (with an ``auto_map``), the weights, ``configuration.py`` and
+    ``modeling.py`` (so ``from_pretrained(path, trust_remote_code=True)`` works without
+    nasprune), the tokenizer (unless ``tokenizer`` is None), a model card, and
+    ``nasprune_export.json``: the sub-network, its exact parameter count and ``extra_metadata``
+    (e.g. the search results row; its keys never replace the computed ones).
+
+    ``label_names`` (class names by id) go into the config's ``id2label`` / ``label2id``.
+    ``finish``, when given, is called with the folder once the model and tokenizer are in it (e.g. to
+    load the model back and measure it, or to add an ONNX graph); the mapping it returns is added to
+    ``nasprune_export.json``.
+
+    It is written to a temporary sibling folder and renamed into place, so a crash (or an error in
+    ``finish``) never leaves half a model. An existing ``output_dir`` is an error unless
+    ``overwrite`` is True.
+    """
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not overwrite:
+        raise NaspruneError(f"{output_dir} already exists; choose another folder or allow overwriting")
+    hf_model = unwrap(supernet)
+    pruned = slice_subnetwork(hf_model, subnet)
+    set_label_names(pruned.config, label_names)
+    counter = ParameterCounter(hf_model)
+    params = sum(p.numel() for p in pruned.parameters())
+    meta = {
+        **dict(extra_metadata or {}),
+        "format_version": EXPORT_FORMAT_VERSION,
+        "source_model": str(getattr(hf_model.config, "_name_or_path", "") or type(hf_model).__name__),
+        "family": hf_model.config.model_type,
+        "task_kind": get_adapter(hf_model.config.model_type).task_kind(hf_model),
+        "subnet": subnet.to_dict(),
+        "kept_layers": subnet.kept_layers,
+        "heads_per_layer": subnet.heads_per_layer.tolist(),
+        "units_per_layer": subnet.units_per_layer.tolist(),
+        "params": params,
+        "source_params": counter.total,
+        "relative_params": params / counter.total,
+    }
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        # Weights are saved from CPU so the folder does not depend on the device they lived on.
+        pruned.to("cpu").save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if finish is not None:
+            meta.update(finish(tmp))
+        (tmp / EXPORT_META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
+        (tmp / "README.md").write_text(_model_card(meta))
+        replace_folder(tmp, output_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return output_dir
+
+
+def _json_default(value: Any) -> Any:
+    """numpy scalars and arrays (common in results rows) as plain JSON."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def load_pruned_model(path: str | os.PathLike, **kwargs: Any) -> nn.Module:
+    """Load an exported model with the Auto class its task needs (multiple choice or not)."""
+    try:
+        config = AutoConfig.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise NaspruneError(f"could not load an exported model from {path}: {err}") from err
+    architectures = getattr(config, "architectures", None) or []
+    multiple_choice = any("MultipleChoice" in name for name in architectures)
+    auto = AutoModelForMultipleChoice if multiple_choice else AutoModelForSequenceClassification
+    return auto.from_pretrained(path, config=config, **kwargs)
