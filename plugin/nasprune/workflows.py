@@ -53,6 +53,7 @@ from nasprune.export import (
 )
 from nasprune.objectives import LatencyObjective, check_latency_settings, metric_columns
 from nasprune.output_dir import lock_output_dir
+from nasprune.recovery import Recovery, RecoveryOptions, refuse_recovered_results, split_settings
 from nasprune.results import (
     JOURNAL_FILE,
     SearchResult,
@@ -502,6 +503,8 @@ def export(
     eval_batch_size: int = 128,
     device: torch.device | None = None,
     data_overrides: dict[str, Any] | None = None,
+    recovery: RecoveryOptions | None = None,
+    progress: bool = False,
 ) -> Path:
     """Cut the chosen Pareto point of a search or baseline out of its checkpoint as a smaller HF model.
 
@@ -513,21 +516,31 @@ def export(
     measured ``valid_error`` / ``test_error`` and, under ``searched``, the results table's numbers.
     Without it no error numbers are written at all. ``data_overrides`` (data files, split seed, caps)
     replace the settings of that measurement, as in :func:`search`.
+
+    With ``recovery`` of at least one epoch the sub-network is first fine-tuned on the checkpoint's
+    training split (:mod:`nasprune.recovery`; by default distilling from the full super-network),
+    then cut out; ``nasprune_export.json`` records under ``recovery`` its settings, its seconds and
+    the validation and test errors measured on the sub-network before it (the errors after are the
+    exported model's, measured as above). Recovery needs the data, so not without ``evaluate``.
     """
     if eval_batch_size < 1:
         raise NaspruneError(f"--eval-batch-size must be at least 1, got {eval_batch_size}")
+    recovering = recovery is not None and recovery.epochs > 0
+    if recovery is not None:
+        recovery.validate()
+    if recovering and not evaluate:
+        raise NaspruneError(
+            "--finetune-epochs trains on the checkpoint's data and records the errors before and after: "
+            "it cannot be combined with --no-evaluate"
+        )
     found = SearchResults.load(results)
+    refuse_recovered_results(found)
     row = pick_from_results(found.table, pick=pick, max_params=max_params, max_error=max_error)
     check_row_has_weights(found, row)
     # The splits the results were measured on: the checkpoint's data, with the split seed, caps
     # and length its search or baseline recorded. Data files come from the checkpoint only
     # (checked by checkpoint_data_options): a results folder does not choose files to read.
-    recorded = found.summary.get("data_options")
-    split_settings = ("seed", "max_seq_length", "max_eval_samples", "max_test_samples")
-    settings = (
-        {k: v for k, v in recorded.items() if k in split_settings and v is not None}
-        if isinstance(recorded, dict) else {}
-    )
+    settings = split_settings(found)
     # Cut out on the CPU; the exported model is measured on ``device``.
     session = CheckpointSession(checkpoint, {**settings, **(data_overrides or {})}, torch.device("cpu"))
     path, info = session.path, session.info
@@ -549,6 +562,17 @@ def export(
     supernet.check(subnet)
     # Retraining-free pruning's error is that of its tuned mask values: fold them into the weights.
     source = supernet if scales is None else apply_scales(supernet.model, subnet, scales)
+    recovered: dict[str, Any] | None = None
+    if recovering:
+        trainer = Recovery(session, recovery, device or default_device(), eval_batch_size, progress)
+        student = source if isinstance(source, SuperNetwork) else SuperNetwork(source)
+        before = trainer.measure(student, subnet)
+        result = trainer.train(student, subnet)
+        source = result.supernet.to(torch.device("cpu"))
+        supernet.to(torch.device("cpu"))
+        recovered = {**trainer.settings(), "seconds": result.seconds,
+                     "valid_error_before": before["valid_error"], "test_error_before": before["test_error"]}
+        del trainer, student, result
 
     def present(value: Any) -> bool:
         return value is not None and not (isinstance(value, float) and np.isnan(value))
@@ -581,6 +605,9 @@ def export(
             }
         else:
             added["evaluation"] = "not evaluated (--no-evaluate): no error numbers recorded"
+        if recovered is not None:  # the errors after recovery are the exported model's, just measured
+            added["recovery"] = {**recovered, "valid_error_after": added["valid_error"],
+                                 "test_error_after": added["test_error"]}
         if onnx:
             tokenizer = load_tokenizer(str(folder))
             model = load_pruned_model(folder)

@@ -6,6 +6,8 @@
   Heads Really Better than One?");
 - :mod:`~nasprune.baselines.layer_drop`: dropping the top layers and fine-tuning (Sajjad et al. 2023,
   "On the effect of dropping layers of pre-trained transformer models");
+- :mod:`~nasprune.baselines.importance_pruning`: one-shot first-order (Taylor or Fisher) importance
+  pruning of heads and units, then fine-tuning;
 - :mod:`~nasprune.baselines.reference_model`: a smaller pre-trained model fine-tuned the same way;
 - :mod:`~nasprune.baselines.runner`: ``nasprune baseline``, which runs any of them on a checkpoint.
 

@@ -12,6 +12,8 @@ rfp        Kwon et al. 2022, retraining-free pruning, over budgets      full mod
 head-      Michel et al. 2019, iterative head pruning                   full model + 1/step
 pruning
 layer-drop Sajjad et al. 2023, top k layers dropped and fine-tuned      k = 0 .. L-1
+importance one-shot first-order (Taylor or Fisher) importance pruning   full model + 1/budget
+           of heads and units, uniform or global, then fine-tuned
 model      a smaller pre-trained model fine-tuned the same way          1
 ========== ============================================================ =====================
 
@@ -32,7 +34,7 @@ import pandas as pd
 import torch
 
 from nasprune import analysis, data
-from nasprune.baselines import head_pruning, layer_drop, reference_model, rfp
+from nasprune.baselines import head_pruning, importance_pruning, layer_drop, reference_model, rfp
 from nasprune.errors import NaspruneError
 from nasprune.evaluation import SubnetEvaluator, plain_model_error
 from nasprune.files import write_json_atomic
@@ -51,10 +53,14 @@ BASELINE_METHODS = {
     "rfp": "rfp",
     "head-pruning": "head_pruning",
     "layer-drop": "layer_drop",
+    "importance": "importance_pruning",
     "model": "reference_model",
 }
 #: The search space that can express each baseline's sub-networks (for the summary).
-_SPACE = {"rfp": "large", "head_pruning": "large", "layer_drop": "layer", "reference_model": "none"}
+_SPACE = {
+    "rfp": "large", "head_pruning": "large", "layer_drop": "layer", "importance_pruning": "large",
+    "reference_model": "none",
+}
 DEFAULT_BUDGETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
@@ -70,15 +76,18 @@ class BaselineOptions:
     #: Training examples for importance estimates (Fisher information, head importance).
     num_importance_samples: int = 512
     batch_size: int = 32
-    # rfp
+    # rfp and importance
     constraint: str = "macs"
     budgets: tuple[float, ...] = DEFAULT_BUDGETS
     tune_masks: bool = True
     rearrange_masks: bool = True
     num_tuning_samples: int = 256
+    # importance
+    importance: str = "taylor"
+    allocation: str = "uniform"
     # head-pruning
     prune_fraction: float = 0.1
-    # layer-drop and model
+    # layer-drop, importance and model
     epochs: int = 1
     learning_rate: float = 2e-5
     warmup_ratio: float = 0.1
@@ -102,6 +111,14 @@ class BaselineOptions:
             raise NaspruneError(f"--constraint must be one of {', '.join(rfp.CONSTRAINTS)}, got {self.constraint}")
         if not self.budgets or any(not 0 < b <= 1 for b in self.budgets):
             raise NaspruneError(f"--budgets must be fractions in (0, 1], got {list(self.budgets)}")
+        if self.importance not in importance_pruning.CRITERIA:
+            raise NaspruneError(
+                f"--importance must be one of {', '.join(importance_pruning.CRITERIA)}, got {self.importance}"
+            )
+        if self.allocation not in importance_pruning.ALLOCATIONS:
+            raise NaspruneError(
+                f"--allocation must be one of {', '.join(importance_pruning.ALLOCATIONS)}, got {self.allocation}"
+            )
         if not 0 < self.prune_fraction < 1:
             raise NaspruneError(f"--prune-fraction must be in (0, 1), got {self.prune_fraction}")
         if self.epochs < 0:
@@ -261,6 +278,38 @@ def _run_layer_drop(run: _Run, output_dir: Path) -> dict[str, Any]:
     return full_model
 
 
+def _run_importance(run: _Run, output_dir: Path) -> dict[str, Any]:
+    options = run.options
+    valid, test = run.evaluators(run.supernet)
+    full_model = _full_model(run, valid, test)
+    full = SubNetwork.full(run.supernet.shape)
+    # The checkpoint itself, not fine-tuned again: the row every budget is measured against.
+    run.add(full, valid.measure(full), full_model["test_error"], budget=1.0,
+            valid_error_untuned=full_model["valid_error"], fine_tuned_epochs=0)
+    sample = run.train_sample(options.num_importance_samples)
+    pruner = importance_pruning.ImportancePruner(
+        run.supernet, sample, options.importance, options.allocation, options.constraint, run.macs_length,
+        run.regression, max_examples=options.num_importance_samples,
+    )
+    config = options.training_config()
+    train_loader = run.train_loader() if options.epochs else None
+    for result in pruner.sweep(sorted(options.budgets, reverse=True)):
+        subnet = result.subnet
+        untuned = valid.error(subnet)  # on the checkpoint's weights, before fine-tuning
+        if not options.epochs:
+            run.add_measured(subnet, valid, test, budget=result.budget, valid_error_untuned=untuned, fine_tuned_epochs=0)
+            continue
+        # A copy of the weights per budget, fine-tuned for that one sub-network.
+        tuned = layer_drop.finetune_subnet(
+            run.supernet, subnet, train_loader, config, run.regression, progress=run.progress
+        )
+        tuned_valid, tuned_test = run.evaluators(tuned)
+        run.add_measured(subnet, tuned_valid, tuned_test, budget=result.budget, valid_error_untuned=untuned,
+                         fine_tuned_epochs=options.epochs)
+        del tuned, tuned_valid, tuned_test
+    return full_model
+
+
 def _run_reference_model(run: _Run, output_dir: Path) -> dict[str, Any]:
     options = run.options
     valid, test = run.evaluators(run.supernet)
@@ -298,6 +347,7 @@ _RUNNERS: dict[str, Callable[[_Run, Path], dict[str, Any]]] = {
     "rfp": _run_rfp,
     "head-pruning": _run_head_pruning,
     "layer-drop": _run_layer_drop,
+    "importance": _run_importance,
     "model": _run_reference_model,
 }
 

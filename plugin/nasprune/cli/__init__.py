@@ -21,7 +21,7 @@ from typing import Sequence
 import datasets
 import transformers
 
-from nasprune.cli import baseline, compare, export, finetune, nas, run, search, train_supernet
+from nasprune.cli import baseline, compare, export, finetune, nas, recover, run, search, train_supernet
 from nasprune.errors import NaspruneError
 from nasprune.output_dir import check_output_dir, lock_output_dir
 
@@ -32,6 +32,7 @@ COMMANDS: dict[str, ModuleType] = {
     "train-supernet": train_supernet,
     "search": search,
     "export": export,
+    "recover": recover,
     "nas": nas,
     "baseline": baseline,
     "compare": compare,

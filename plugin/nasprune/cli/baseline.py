@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nasprune.baselines import rfp
+from nasprune.baselines import importance_pruning, rfp
 from nasprune.baselines.runner import BASELINE_METHODS, DEFAULT_BUDGETS, BaselineOptions, run_baseline
 from nasprune.cli.flags import add_data_flags, comma_separated, data_overrides_from_args
 from nasprune.cli.summary import print_search_summary
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="training examples for the Fisher information / head importance",
     )
     add_data_flags(parser, with_model=False)
-    group = parser.add_argument_group("rfp (Kwon et al. 2022)")
+    group = parser.add_argument_group("rfp (Kwon et al. 2022) and importance")
     group.add_argument("--constraint", default="macs", choices=list(rfp.CONSTRAINTS))
     group.add_argument(
         "--budgets", type=_floats, default=DEFAULT_BUDGETS,
@@ -54,10 +54,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-mask-tuning", dest="tune_masks", action="store_false", help="skip least-squares tuning")
     group.add_argument("--no-rearrangement", dest="rearrange_masks", action="store_false", help="skip mask rearrangement")
     group.add_argument("--num-tuning-samples", type=int, default=256, help="training examples for mask tuning")
+    group = parser.add_argument_group("importance (one-shot first-order pruning of heads and units, then fine-tuning)")
+    group.add_argument(
+        "--importance", default="taylor", choices=list(importance_pruning.CRITERIA),
+        help="taylor: sum over examples of |mask gradient| (gradient x activation); fisher: of its square",
+    )
+    group.add_argument(
+        "--allocation", default="uniform", choices=list(importance_pruning.ALLOCATIONS),
+        help="uniform: every layer keeps the same share of heads and of units; global: rank all heads "
+        "together and all units together across layers",
+    )
     group = parser.add_argument_group("head-pruning (Michel et al. 2019)")
     group.add_argument("--prune-fraction", type=float, default=0.1, help="share of all heads pruned per step")
-    group = parser.add_argument_group("layer-drop (Sajjad et al. 2023) and model")
-    group.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs (layer-drop: per k; 0: none)")
+    group = parser.add_argument_group("layer-drop (Sajjad et al. 2023), importance and model")
+    group.add_argument(
+        "--epochs", type=int, default=1, help="fine-tuning epochs (layer-drop: per k; importance: per budget; 0: none)"
+    )
     group.add_argument("--learning-rate", type=float, default=2e-5)
     group.add_argument("--warmup-ratio", type=float, default=0.1)
     group.add_argument("--reference-model", help="--method model: the smaller pre-trained model (name or path)")
@@ -78,6 +90,8 @@ def options_from_args(args: argparse.Namespace) -> BaselineOptions:
         tune_masks=args.tune_masks,
         rearrange_masks=args.rearrange_masks,
         num_tuning_samples=args.num_tuning_samples,
+        importance=args.importance,
+        allocation=args.allocation,
         prune_fraction=args.prune_fraction,
         epochs=args.epochs,
         learning_rate=args.learning_rate,

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from nasprune.cli.flags import add_data_flags, data_overrides_from_args
+from nasprune.recovery import RECOVERY_LOSSES, RecoveryOptions
 from nasprune.workflows import export
 
 HELP = "cut a sub-network out of a checkpoint as a smaller model that loads with from_pretrained"
@@ -29,8 +30,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the data is gone); then no error numbers are recorded",
     )
     parser.add_argument("--eval-batch-size", type=int, default=128, help="batch size of that measurement")
+    add_recovery_flags(parser, default_epochs=0)
     # Where the checkpoint's data files are not found (moved, or outside the folders it may follow).
     add_data_flags(parser, with_model=False)
+
+
+def add_recovery_flags(parser: argparse.ArgumentParser, default_epochs: int) -> None:
+    """``--finetune-epochs``, ``--recovery-loss`` and ``--finetune-learning-rate`` (also read by
+    ``nasprune recover``)."""
+    parser.add_argument(
+        "--finetune-epochs", type=int, default=default_epochs,
+        help="recovery training: fine-tune the chosen sub-network for this many epochs on the checkpoint's "
+        f"training split before it is saved, and record its errors before and after (default {default_epochs})",
+    )
+    parser.add_argument(
+        "--recovery-loss", choices=RECOVERY_LOSSES, default="distill",
+        help="distill: distillation from the full super-network (frozen), as the 'full' strategy trains; "
+        "ce: cross-entropy on the labels (default distill)",
+    )
+    parser.add_argument(
+        "--finetune-learning-rate", type=float, default=None,
+        help="learning rate of recovery training (default: the checkpoint's training learning rate); the "
+        "batch size, warm-up and temperature are the checkpoint's",
+    )
+
+
+def recovery_options_from_args(args: argparse.Namespace) -> RecoveryOptions:
+    # A namespace built by hand (the API's callers, older scripts) may lack the flags: no recovery.
+    options = RecoveryOptions(
+        epochs=getattr(args, "finetune_epochs", 0),
+        loss=getattr(args, "recovery_loss", "distill"),
+        learning_rate=getattr(args, "finetune_learning_rate", None),
+    )
+    options.validate()
+    return options
 
 
 def run_from_args(args: argparse.Namespace) -> Path:
@@ -39,6 +72,7 @@ def run_from_args(args: argparse.Namespace) -> Path:
         args.checkpoint, args.results, args.output_dir, pick=args.pick, max_params=args.max_params,
         max_error=args.max_error, onnx=args.onnx, overwrite=args.overwrite_output_dir,
         evaluate=args.evaluate, eval_batch_size=args.eval_batch_size, data_overrides=data_overrides_from_args(args),
+        recovery=recovery_options_from_args(args), progress=not getattr(args, "quiet", True),
     )
     meta = json.loads((path / "nasprune_export.json").read_text())
     print(
@@ -55,4 +89,11 @@ def run_from_args(args: argparse.Namespace) -> Path:
         )
     else:
         print("not evaluated (--no-evaluate): nasprune_export.json records no error numbers")
+    recovery = meta.get("recovery")
+    if recovery:
+        print(
+            f"recovery training ({recovery['epochs']} epoch(s), {recovery['loss']}, {recovery['seconds']:.0f}s): "
+            f"valid error {recovery['valid_error_before']:.4f} before, {recovery['valid_error_after']:.4f} after; "
+            f"test error {recovery['test_error_before']:.4f} before, {recovery['test_error_after']:.4f} after"
+        )
     return path

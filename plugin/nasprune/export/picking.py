@@ -165,8 +165,9 @@ def check_row_has_weights(results: SearchResults, row: Mapping[str, Any]) -> Non
     A sub-network of a weight-sharing search, of head pruning, of retraining-free pruning (its
     mask values are in ``mask_scales.json``) or of layer dropping without fine-tuning is cut out of
     the checkpoint's weights. Standard NAS fine-tunes every trial on its own and deletes its
-    weights when the trial ends; the layer-drop baseline fine-tunes each reduced model; the
-    reference-model baseline's row is another model altogether.
+    weights when the trial ends; the layer-drop and importance-pruning baselines fine-tune each
+    reduced model (importance pruning's unpruned row is the checkpoint); the reference-model
+    baseline's row is another model altogether.
     """
     trial = int(row["trial_id"])
     if results.is_standard_nas:
@@ -191,6 +192,24 @@ def check_row_has_weights(results: SearchResults, row: Mapping[str, Any]) -> Non
             f"{fine_tuned_epochs} epoch(s) after dropping layers and those weights were not kept; re-train it "
             "('nasprune baseline --method layer-drop' writes no weights), or export a row of a search instead"
         )
+    if results.method == "importance_pruning" and _importance_row_fine_tuned(row, fine_tuned_epochs):
+        raise NaspruneError(
+            f"trial {trial} of the importance-pruning baseline in {results.directory} was fine-tuned for "
+            f"{fine_tuned_epochs} epoch(s) after pruning and those weights were not kept; re-train it "
+            "('nasprune baseline --method importance' writes no weights), or export a row of a search instead"
+        )
+
+
+def _importance_row_fine_tuned(row: Mapping[str, Any], epochs: int) -> bool:
+    """Whether an importance-pruning row was measured on fine-tuned weights (its own column, if any)."""
+    recorded = row.get("fine_tuned_epochs")
+    try:
+        if recorded is not None and np.isfinite(float(recorded)):
+            return float(recorded) > 0
+    except (TypeError, ValueError):
+        pass
+    # No per-row record: only the unpruned row (budget 1) is the checkpoint's.
+    return bool(epochs) and float(row.get("budget", 0.0) or 0.0) < 1.0
 
 
 def _same_folder(named: str, checkpoint: Path) -> bool:
