@@ -16,6 +16,7 @@ from nasprune.cli.flags import (
     search_options_from_args,
 )
 from nasprune.cli.summary import print_search_summary
+from nasprune.checkpoint import CheckpointInfo
 from nasprune.data import DATA_FILE_FLAGS, DataOptions
 from nasprune.files import write_json_atomic
 from nasprune.results import SearchResult, begin_search_outputs, check_search_output_dir, recorded_run_settings
@@ -109,7 +110,22 @@ def run_from_args(args: argparse.Namespace) -> SearchResult:
     result.summary["total_seconds"] = time.perf_counter() - start
     write_json_atomic(result.summary, result.files["summary"])  # still complete: only a field added
     print_search_summary(result)
+    print(_recovery_hint(output_dir, checkpoint))
     return result
+
+
+def _recovery_hint(output_dir: Path, checkpoint: Path) -> str:
+    """How to fine-tune a chosen point after the search, and about what it costs."""
+    history = CheckpointInfo.load(checkpoint).history
+    epoch_seconds = float(history[-1]["seconds"]) if history else float("nan")
+    return (
+        f"\nA sub-network gets more accurate with recovery training (one epoch of distillation from the "
+        f"super-network): nasprune export --checkpoint {output_dir / 'supernet'} --results {output_dir} "
+        f"--max-params 0.75 --finetune-epochs 1 --output-dir pruned-model. Each epoch costs less than one "
+        f"super-network epoch ({epoch_seconds:.0f}s here), since it trains one sub-network per step instead of "
+        f"several; 'nasprune recover {output_dir} --checkpoint {output_dir / 'supernet'} --output-dir "
+        f"recovered' does it for every Pareto point."
+    )
 
 
 def _other_epoch_of_same_training(searched: Path, checkpoint: Path) -> bool:
