@@ -124,10 +124,7 @@ class RecoveryTrainer(Trainer):
                 teacher_logits = self.teacher(**batch)
             loss = distillation_loss(logits, teacher_logits, labels, self.config.temperature, self.regression)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), self.config.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_step()
         return loss.item()
 
 

@@ -37,7 +37,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from nasprune.baselines.rfp import CostModel
+from nasprune.baselines.rfp import CostModel, sweep_feasible
 from nasprune.errors import NaspruneError
 from nasprune.importance import Importance, MaskGradients, mask_gradients
 from nasprune.subnet import ModelShape, SubNetwork
@@ -163,10 +163,4 @@ class ImportancePruner:
 
     def sweep(self, budgets: Iterable[float]) -> list[PruningResult]:
         """:meth:`prune` for every feasible budget; infeasible ones are skipped with a warning."""
-        results = []
-        for budget in budgets:
-            try:
-                results.append(self.prune(budget))
-            except NaspruneError as err:
-                logger.warning("skipping budget %.3f: %s", budget, err)
-        return results
+        return sweep_feasible(self.prune, budgets)

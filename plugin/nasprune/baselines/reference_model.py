@@ -79,10 +79,7 @@ class PlainModelTrainer(Trainer):
         labels = batch.pop("labels")
         loss = label_loss(self.supernet(**batch).logits, labels, self.regression)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), self.config.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_step()
         return loss.item()
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ from nasprune.subnet import ModelShape, SubNetwork
 from nasprune.supernet import LayerModules, SuperNetwork, encoder_layers, head_feature_indices
 
 logger = logging.getLogger("nasprune")
+T = TypeVar("T")
 
 CONSTRAINTS = ("macs", "params")
 
@@ -437,10 +438,16 @@ class RetrainingFreePruner:
 
     def sweep(self, budgets: Iterable[float]) -> list[RFPResult]:
         """:meth:`prune` for every feasible budget; infeasible ones are skipped with a warning."""
-        results = []
-        for budget in budgets:
-            try:
-                results.append(self.prune(budget))
-            except NaspruneError as err:
-                logger.warning("skipping budget %.3f: %s", budget, err)
-        return results
+        return sweep_feasible(self.prune, budgets)
+
+
+def sweep_feasible(prune: Callable[[float], T], budgets: Iterable[float]) -> list[T]:
+    """``prune(budget)`` for every budget it can meet; a budget it refuses (a :class:`NaspruneError`,
+    e.g. below the empty sub-network's cost) is skipped with a warning."""
+    results = []
+    for budget in budgets:
+        try:
+            results.append(prune(budget))
+        except NaspruneError as err:
+            logger.warning("skipping budget %.3f: %s", budget, err)
+    return results

@@ -193,6 +193,14 @@ class Trainer:
         self.start_epoch = int(state["epoch"])
 
     # --- the loop -----------------------------------------------------------------------
+    def optimizer_step(self) -> None:
+        """Clip the summed gradients, take one AdamW and one schedule step, clear the gradients:
+        the end of every training step (subclasses that override :meth:`train_step` call it too)."""
+        torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
     def train_step(self, batch: dict, step: int) -> float:
         """One optimizer step on ``batch`` over every sub-network the strategy plans; the summed loss."""
         labels = batch.pop("labels")
@@ -217,10 +225,7 @@ class Trainer:
             total += loss.item()
         if shared.grad is not None:
             embedded.backward(shared.grad)
-        torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), self.config.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_step()
         return total
 
     def train(self) -> list[EpochRecord]:
