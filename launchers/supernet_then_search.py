@@ -18,7 +18,7 @@ from nasprune.search import METHODS
 from nasprune.training import TrainingConfig
 from nasprune.workflows import SearchOptions, search, train_supernet
 
-MODEL = None  # a HF name or path (BERT or RoBERTa family); None: the offline MiniLM-L6
+MODEL = None  # a HF name or path of a supported family (README: Model families); None: the offline MiniLM-L6
 DATA = DataOptions(task="rotten_tomatoes", max_seq_length=64, max_train_samples=6000, max_eval_samples=1000)
 SEARCH_SPACE = "small"  # small, small_pow2, medium, layer or large
 TRAINING = TrainingConfig(epochs=1, learning_rate=1e-4, strategy="full")  # full = sandwich + distillation

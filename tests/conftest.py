@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -156,3 +158,13 @@ def model_and_batch(family_task):
 @pytest.fixture
 def bert_model():
     return tiny_model("bert", "classification")
+
+
+@pytest.fixture
+def test_device() -> torch.device:
+    """The device of the tests that take one: ``NASPRUNE_TEST_DEVICE`` (``cuda`` on a GPU machine,
+    as ``experiments/gpu_check.sh`` sets it), else the CPU. A device the machine lacks is an error,
+    not a skip, so a GPU check cannot pass without its GPU."""
+    from nasprune.accelerator import resolve_device
+
+    return resolve_device(os.environ.get("NASPRUNE_TEST_DEVICE", "cpu"))

@@ -74,6 +74,8 @@ def test_run_trains_searches_and_reports(workspace):
     assert len(summary["pareto_set"]) == len(pareto)
     assert summary["full_model"]["params"] == table.loc[0, "params"]
     assert (out / "pareto.png").stat().st_size > 1000
+    report = (out / "report.html").read_text()  # the page: the plot embedded, the Pareto table
+    assert report.count('src="data:image/png;base64,') == 1 and 'id="pareto-set"' in report
     assert "valid_error" in (out / "pareto.md").read_text()
 
     # export the most accurate Pareto point within 90% of the parameters: a smaller HF model
@@ -173,7 +175,7 @@ def test_train_supernet_rewires_by_a_finetuned_model(workspace):
         (["run", "--train-file", "garbage.csv", "--text-column", "sentence"], "garbage.csv"),
         (["run", "--epochs", "0"], "--epochs"),
         (["run", "--rewire", "--rewire-importance", "magnitude"], "--rewire-importance"),
-        (["train-supernet", "--rewire-from", "somewhere", "--output-dir", "x"], "needs --rewire"),
+        (["train-supernet", "--no-rewire", "--rewire-from", "somewhere", "--output-dir", "x"], "needs --rewire"),
     ],
 )
 def test_bad_input_gets_one_clear_message(workspace, args, message):

@@ -26,7 +26,7 @@ from nasprune.export import (
     slice_subnetwork,
     subnet_from_row,
 )
-from nasprune.pruned import PrunedBertConfig, PrunedRobertaConfig
+from nasprune.pruned import PRUNED_FAMILIES, PrunedBertConfig, PrunedRobertaConfig
 from nasprune.spaces import SEARCH_SPACES, get_search_space
 from nasprune.subnet import SubNetwork
 from nasprune.supernet import SuperNetwork
@@ -219,7 +219,10 @@ def test_export_reloads_with_auto_classes(model_and_batch, family_task, tmp_path
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == f"nasprune_{family}"
     assert config["auto_map"]["AutoConfig"].startswith("configuration.")
+    # The base encoder loads too (AutoModel), from the same modeling file.
+    assert config["auto_map"]["AutoModel"] == f"modeling.{PRUNED_FAMILIES[family].base_model.__name__}"
     meta = json.loads((out / EXPORT_META_FILE).read_text())
+    assert meta["format"] == "nasprune"  # heads differ from layer to layer: no stock config fits
     assert meta["trial_id"] == 7 and meta["task_kind"] == task and meta["kept_layers"] == [0, 1, 2]
     assert SubNetwork.from_dict(meta["subnet"]) == subnet
 

@@ -114,7 +114,7 @@ def test_export_measures_the_exported_model_and_keeps_the_table_apart(finetuned,
     assert meta["searched"]["method"] == "rfp" and "mask_scales" not in meta  # the full model is never tuned
     assert meta["evaluation"]["validation_examples"] == 40 and meta["evaluation"]["test_examples"] == 40
     printed = capsys.readouterr().out
-    assert f"valid error {full_row['valid_error']:.4f}" in printed and "valid error 0.0123" in printed
+    assert f"(error {full_row['valid_error']:.4f})" in printed and "valid error 0.0123" in printed
 
 
 def test_no_evaluate_writes_no_error_numbers_and_needs_no_data(finetuned, rfp_results, tmp_path, monkeypatch):
@@ -358,7 +358,7 @@ def test_cli_export_flags_and_one_line_refusal(finetuned, rfp_results, tmp_path,
     assert "not evaluated (--no-evaluate)" in capsys.readouterr().out
     assert main([*common, "--output-dir", str(tmp_path / "b"), "--eval-batch-size", "5", *files]) == 0
     out = capsys.readouterr().out
-    assert "measured on the exported model: valid error" in out and "the results table (trial" in out
+    assert "measured on the exported model: valid accuracy" in out and "the results table (trial" in out
 
     results = _copy_results(rfp_results, tmp_path / "results")
     _edit_summary(results, checkpoint_fingerprint="f" * 64)

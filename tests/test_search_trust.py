@@ -59,7 +59,8 @@ def checkpoint(tmp_path_factory) -> Path:
 
 def _search(checkpoint: Path, out: Path, **options) -> SearchResult:
     overwrite = options.pop("overwrite", False)
-    settings = {"method": "random_search", "num_samples": 4, "search_space": "small", **options}
+    settings = {"method": "random_search", "objectives": ("error", "params"), "num_samples": 4, "search_space": "small",
+                **options}
     return search(checkpoint, SearchOptions(**settings), out, progress=False, overwrite=overwrite)
 
 
@@ -354,14 +355,14 @@ def test_run_refuses_another_search_before_training_and_overwrite_starts_afresh(
     weights = (out / "supernet" / "epoch-1" / "model.safetensors").read_bytes()
 
     capsys.readouterr()
-    assert cli.main([*flags, "--method", "local_search"]) == 2
+    assert cli.main([*flags, "--method", "random_search"]) == 2
     error = capsys.readouterr().err
-    assert "method: random_search there, local_search now" in error and "--overwrite-output-dir" in error
+    assert "method: local_search there, random_search now" in error and "--overwrite-output-dir" in error
     assert json.loads((out / "summary.json").read_text()) == first  # untouched, still complete
 
-    assert cli.main([*flags, "--method", "local_search", "--seed", "1", "--overwrite-output-dir"]) == 0
+    assert cli.main([*flags, "--method", "random_search", "--seed", "1", "--overwrite-output-dir"]) == 0
     second = json.loads((out / "summary.json").read_text())
-    assert second["method"] == "local_search" and second["complete"] is True
+    assert second["method"] == "random_search" and second["complete"] is True
     assert second["checkpoint_fingerprint"] != first["checkpoint_fingerprint"]  # retrained with seed 1
     assert (out / "supernet" / "epoch-1" / "model.safetensors").read_bytes() != weights
     header = json.loads((out / JOURNAL_FILE).read_text().splitlines()[0])

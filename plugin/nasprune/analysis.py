@@ -44,6 +44,15 @@ HYPERVOLUME_DEFINITION = (
 )
 
 
+#: Fractions of the unpruned model's score (``1 - error``) that tables and plots measure against.
+SCORE_LEVELS = (1.0, 0.95, 0.9)
+
+
+def error_at_level(unpruned: float, level: float) -> float:
+    """The largest error whose score (``1 - error``) is ``level`` times the unpruned model's."""
+    return 1.0 - level * (1.0 - unpruned)
+
+
 def reference_point(num_objectives: int) -> list[float]:
     """:data:`REFERENCE_POINT` for each of ``num_objectives`` objectives."""
     return [REFERENCE_POINT] * num_objectives
@@ -178,33 +187,15 @@ def plot_front(
     path: str | os.PathLike,
     title: str | None = None,
     pareto_column: str = "pareto",
+    summary: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a PNG of all results (``x`` against ``y``) with the Pareto front highlighted.
+    """Write ``pareto.png``: the evaluated points and Pareto front on validation, and the test error
+    of the Pareto set, with the full model and the recommended point marked when ``summary`` (the
+    run's ``summary.json``) is given. Drawn by :func:`nasprune.plots.plot_front`."""
+    # Imported here: nasprune.plots uses this module, and plotting needs matplotlib.
+    from nasprune.plots import plot_front as draw_front
 
-    The front is drawn as a step line, the attainment boundary of the minimised objectives.
-    If ``df`` has no ``pareto_column``, the front is computed from ``x`` and ``y``. Uses the
-    Agg canvas directly (no pyplot state, works without a display) and writes atomically.
-    """
-    points = df[[x, y]].to_numpy(dtype=float)
-    if pareto_column in df.columns:
-        on_front = df[pareto_column].to_numpy(dtype=bool)
-    else:
-        on_front = pareto_mask(points)
-    figure = new_figure()
-    axes = figure.add_subplot()
-    axes.scatter(points[~on_front, 0], points[~on_front, 1], s=14, color="0.65", label="evaluated")
-    front = points[on_front]
-    front = front[np.argsort(front[:, 0], kind="stable")]
-    if len(front):
-        axes.step(front[:, 0], front[:, 1], where="post", color="C3", linewidth=1.2)
-        axes.scatter(front[:, 0], front[:, 1], s=22, color="C3", zorder=3, label="Pareto front")
-    axes.set_xlabel(x)
-    axes.set_ylabel(y)
-    if title:
-        axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend(loc="best", fontsize="small")
-    return save_figure(figure, path)
+    return draw_front(df, x, y, path, title=title, pareto_column=pareto_column, summary=summary)
 
 
 # --- tables -----------------------------------------------------------------------------

@@ -39,11 +39,14 @@ class LayerCounts:
 def _layer_counts(modules: LayerModules, num_heads: int) -> LayerCounts:
     per_head = sum(
         (lin.weight.numel() + _bias_numel(lin)) // num_heads
-        for lin in (modules.query, modules.key, modules.value)
+        for lin in (modules.query, modules.key, modules.value, *modules.head_projections)
     )
     per_head += modules.attn_out.weight.numel() // num_heads
-    ffn_in, ffn_out = modules.ffn_in, modules.ffn_out
-    per_unit = ffn_in.weight.shape[1] + (1 if ffn_in.bias is not None else 0) + ffn_out.weight.shape[0]
+    ffn_out = modules.ffn_out
+    # A gated FFN unit has a row in each input projection (gate and up).
+    inputs = [modules.ffn_in] + ([modules.ffn_up] if modules.ffn_up is not None else [])
+    per_unit = sum(lin.weight.shape[1] + (1 if lin.bias is not None else 0) for lin in inputs)
+    per_unit += ffn_out.weight.shape[0]
     return LayerCounts(
         per_head=per_head,
         attn_fixed=_bias_numel(modules.attn_out) + _numel(modules.attn_norm),
@@ -109,12 +112,16 @@ def count_macs(subnet: SubNetwork, shape: ModelShape, seq_len: int) -> int:
     """Multiply-accumulates of the encoder for one sequence of ``seq_len`` tokens.
 
     Per kept head 3·T·d·dh (Q, K, V) + 2·T²·dh (scores and context) + T·dh·d (output
-    projection); per kept FFN unit 2·T·d.
+    projection); per kept FFN unit 2·T·d, or 3·T·d for a gated unit (gate, up and output).
+    Sliding-window attention (ModernBERT's local layers) is counted as the dense T² it is computed
+    as by scaled dot-product attention with a mask. DeBERTa's relative-position terms add per head
+    and term R·d·dh (projecting the R relative embeddings) + T·R·dh (scoring against them).
     """
     shape.check(subnet)
     t, d, dh = int(seq_len), shape.hidden_size, shape.head_dim
     per_head = 3 * t * d * dh + 2 * t * t * dh + t * dh * d
-    per_unit = 2 * t * d
+    per_head += shape.position_terms * (shape.position_rows * d * dh + t * shape.position_rows * dh)
+    per_unit = (3 if shape.gated_ffn else 2) * t * d
     heads = int(subnet.head_mask.sum())
     units = int(subnet.unit_mask.sum())
     return heads * per_head + units * per_unit
@@ -123,3 +130,23 @@ def count_macs(subnet: SubNetwork, shape: ModelShape, seq_len: int) -> int:
 def relative_macs(subnet: SubNetwork, shape: ModelShape, seq_len: int) -> float:
     """``count_macs(subnet)`` as a fraction of the unpruned encoder's MACs."""
     return count_macs(subnet, shape, seq_len) / count_macs(SubNetwork.full(shape), shape, seq_len)
+
+
+def count_fixed_macs(model: nn.Module, seq_len: int) -> int:
+    """Multiply-accumulates outside the encoder layers for one sequence of ``seq_len`` tokens.
+
+    They are the same for every sub-network, so :func:`count_macs` and relative MACs leave them
+    out. Each linear layer outside the encoder layers counts ``in * out`` per token it runs on:
+    every token for the family's per-token modules (ELECTRA's embedding projection: T·E·d), once
+    per sequence for the others (pooler, DistilBERT's pre-classifier, classifiers). ``model`` is a
+    HF task model of a supported family or a :class:`~nasprune.supernet.SuperNetwork`.
+    """
+    model = unwrap(model)
+    adapter = get_adapter(getattr(model.config, "model_type", ""))
+    in_layers = {id(m) for layer in adapter.layers(model) for m in layer.modules()}
+    per_token = {id(m) for m in adapter.per_token_modules(model)}
+    return sum(
+        m.in_features * m.out_features * (int(seq_len) if id(m) in per_token else 1)
+        for m in model.modules()
+        if isinstance(m, nn.Linear) and id(m) not in in_layers
+    )

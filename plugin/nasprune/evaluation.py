@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
+from nasprune.accelerator import Precision, maybe_compile
 from nasprune.counting import ParameterCounter, count_macs
 from nasprune.memory import release_free_memory
 from nasprune.subnet import SubNetwork
@@ -27,34 +28,49 @@ logger = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
-def predict(supernet: SuperNetwork, loader: Iterable[dict], subnet: SubNetwork | None = None):
-    """Logits and labels of a whole split, for ``subnet`` (the full network when None)."""
+def predict(supernet: SuperNetwork, loader: Iterable[dict], subnet: SubNetwork | None = None,
+            precision: Precision | str | None = None):
+    """Logits and labels of a whole split, for ``subnet`` (the full network when None), under
+    ``precision`` (None: the process default, :func:`nasprune.accelerator.default_precision`)."""
     supernet.eval()
     device = next(supernet.parameters()).device
+    precision = _precision_on(precision, device)
     subnet = subnet or SubNetwork.full(supernet.shape)
     logits, labels = [], []
-    with supernet.select(subnet):
+    with supernet.select(subnet), precision.autocast():
         for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            labels.append(batch.pop("labels").cpu())
-            logits.append(supernet(**batch).float().cpu())
-    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            labels.append(batch.pop("labels"))
+            logits.append(supernet(**batch).float())
+    # One copy back per split, not per batch: each copy to the host waits for the device.
+    return torch.cat(logits).cpu().numpy(), torch.cat(labels).cpu().numpy()
 
 
 @torch.inference_mode()
-def plain_model_error(model: torch.nn.Module, loader: Iterable[dict], metric: MetricFn) -> float:
+def plain_model_error(model: torch.nn.Module, loader: Iterable[dict], metric: MetricFn,
+                      precision: Precision | str | None = None) -> float:
     """``1 - metric`` of a plain HF task model on a split, through its own forward.
 
     For models no super-network wraps: the reference-model baseline (any family) and an exported
-    pruned model loaded back with ``from_pretrained``.
+    pruned model loaded back with ``from_pretrained``. Compiled first under ``--compile``
+    (:func:`nasprune.accelerator.maybe_compile`): its weights are fixed.
     """
     model.eval()
     device = next(model.parameters()).device
+    precision = _precision_on(precision, device)
+    forward = maybe_compile(model)
     logits, labels = [], []
     for batch in loader:
-        logits.append(model(**{k: v.to(device) for k, v in batch.items() if k != "labels"}).logits.float().cpu())
+        with precision.autocast():
+            output = forward(**{k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "labels"})
+        logits.append(output.logits.float())
         labels.append(batch["labels"])
-    return 1.0 - float(metric(torch.cat(logits).numpy(), torch.cat(labels).numpy()))
+    logits = torch.cat(logits).cpu()
+    return 1.0 - float(metric(logits.numpy(), torch.cat(labels).numpy()))
+
+
+def _precision_on(precision: Precision | str | None, device: torch.device) -> Precision:
+    return precision if isinstance(precision, Precision) else Precision.on(precision, device)
 
 
 class SubnetEvaluator:
@@ -73,6 +89,12 @@ class SubnetEvaluator:
         validation split, the length, the metric ...): JSON values
     :param remember_errors: keep each sub-network's error, as in a search, where the weights are
         fixed; ``False`` where they change between calls (during training)
+    :param fidelity: the fraction of the split that ``loader`` holds (multi-fidelity search: a
+        nested subset, see :func:`nasprune.search.multifidelity.nested_subsets`). Journal lines
+        record it when below 1; evaluators of several fidelities share one journal, each
+        resuming only its own lines (the subsets themselves belong in ``journal_key``)
+    :param precision: the forward passes' :class:`~nasprune.accelerator.Precision` or its name
+        (None: the process default); a precision other than fp32 belongs in ``journal_key``
     """
 
     def __init__(
@@ -85,16 +107,20 @@ class SubnetEvaluator:
         journal: str | os.PathLike | None = None,
         journal_key: dict[str, Any] | None = None,
         remember_errors: bool = True,
+        fidelity: float = 1.0,
+        precision: Precision | str | None = None,
     ):
         if journal is not None and not remember_errors:
             raise ValueError("a journal records remembered errors: it needs remember_errors=True")
         self.supernet = supernet
         self.loader = loader
         self.metric = metric
+        self.precision = _precision_on(precision, next(supernet.parameters()).device)
         self.macs_seq_length = macs_seq_length
         self.counter = ParameterCounter(supernet.model)
         self.full_macs = count_macs(SubNetwork.full(supernet.shape), supernet.shape, macs_seq_length)
         self.remember_errors = remember_errors
+        self.fidelity = float(fidelity)
         self._errors: dict[SubNetwork, float] = {}  # configs that differ can share a sub-network
         self._journal = None if journal is None else self._open_journal(Path(journal), journal_key or {})
         self._cache: list[tuple] | None = None
@@ -107,22 +133,23 @@ class SubnetEvaluator:
         device = next(self.supernet.parameters()).device
         cache = []
         for batch in self.loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            labels = batch.pop("labels").cpu()
-            cache.append((self.supernet.embed(**batch), labels))
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            labels = batch.pop("labels")  # kept on the device: copied back once per sub-network
+            with self.precision.autocast():
+                cache.append((self.supernet.embed(**batch), labels))
         return cache
 
     @torch.inference_mode()
     def predict(self, subnet: SubNetwork) -> tuple[np.ndarray, np.ndarray]:
         if self._cache is None:
-            return predict(self.supernet, self.loader, subnet)
+            return predict(self.supernet, self.loader, subnet, self.precision)
         self.supernet.eval()
         logits, labels = [], []
-        with self.supernet.select(subnet):
+        with self.supernet.select(subnet), self.precision.autocast():
             for embedded, batch_labels in self._cache:
-                logits.append(self.supernet.forward_from_embeddings(*embedded).float().cpu())
+                logits.append(self.supernet.forward_from_embeddings(*embedded).float())
                 labels.append(batch_labels)
-        return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+        return torch.cat(logits).cpu().numpy(), torch.cat(labels).cpu().numpy()
 
     def error(self, subnet: SubNetwork) -> float:
         if subnet not in self._errors:
@@ -131,12 +158,27 @@ class SubnetEvaluator:
             error = 1.0 - float(self.metric(logits, labels))
             if not self.remember_errors:
                 return error
-            self._errors[subnet] = error
-            if self._journal is not None:
-                line = json.dumps({"subnet": subnet.to_dict(), "error": self._errors[subnet]})
-                self._journal.write(line + "\n")
-                self._journal.flush()
+            self.record_error(subnet, error)
         return self._errors[subnet]
+
+    def known_error(self, subnet: SubNetwork) -> float | None:
+        """The remembered (or resumed) error of ``subnet``; None when it has not been measured."""
+        return self._errors.get(subnet)
+
+    def record_error(self, subnet: SubNetwork, error: float) -> None:
+        """Remember and journal an error measured elsewhere on the same weights and split (a
+        parallel worker, :mod:`nasprune.parallel_evaluation`); a known sub-network is kept as it is."""
+        if not self.remember_errors:
+            raise ValueError("this evaluator does not remember errors")
+        if subnet in self._errors:
+            return
+        self._errors[subnet] = float(error)
+        if self._journal is not None:
+            entry = {"subnet": subnet.to_dict(), "error": self._errors[subnet]}
+            if self.fidelity != 1.0:
+                entry["fidelity"] = self.fidelity
+            self._journal.write(json.dumps(entry) + "\n")
+            self._journal.flush()
 
     @property
     def num_resumed(self) -> int:
@@ -152,14 +194,19 @@ class SubnetEvaluator:
                     "%s was measured with other %s: evaluating afresh", path, _differing_keys(lines[0], key)
                 )
             if lines and lines[0] == header:
+                num_valid = 0
                 for line in lines[1:]:
                     try:
                         entry = json.loads(line)
-                        self._errors[SubNetwork.from_dict(entry["subnet"])] = float(entry["error"])
-                    except (ValueError, KeyError, TypeError):
+                        subnet, error = SubNetwork.from_dict(entry["subnet"]), float(entry["error"])
+                        fidelity = float(entry.get("fidelity", 1.0))
+                    except (ValueError, KeyError, TypeError, AttributeError):
                         break  # a line cut short by a crash: everything before it stands
+                    num_valid += 1
+                    if fidelity == self.fidelity:  # other fidelities' lines are other evaluators'
+                        self._errors[subnet] = error
                 self._resumed = len(self._errors)
-                path.write_text("\n".join([header] + lines[1 : 1 + self._resumed]) + "\n")
+                path.write_text("\n".join([header] + lines[1 : 1 + num_valid]) + "\n")
                 return path.open("a")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(header + "\n")

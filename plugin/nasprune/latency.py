@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nasprune.accelerator import describe_device, synchronize
 from nasprune.errors import NaspruneError
 from nasprune.inputs import model_device, random_inputs
 from nasprune.subnet import SubNetwork
@@ -31,6 +32,7 @@ def measure_latency(
     warmup: int = 5,
     repeats: int = 20,
     num_choices: int = 4,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Time forward passes of ``model`` (a HF task model, pruned model or super-network).
 
@@ -42,6 +44,8 @@ def measure_latency(
     :param warmup: untimed forwards first (allocator, kernel selection, caches)
     :param repeats: timed forwards; the statistics are over these
     :param num_choices: choices per question of a multiple-choice model
+    :param compile: time ``torch.compile(model)`` (compiled during the warm-up, which must then be
+        at least 1): for a model of fixed shape deployed as such, not for one timed once
     :returns: ``median_s``, ``mean_s``, ``min_s``, ``p90_s``, ``std_s`` (seconds per forward),
         ``sequences_per_s`` (throughput at the median) and the settings it ran with
     """
@@ -53,13 +57,14 @@ def measure_latency(
     if device is not None:
         model.to(device)
     device = model_device(model)
+    if compile and warmup < 1:
+        raise NaspruneError("a compiled model needs warmup >= 1: the first forward compiles it")
     inputs = random_inputs(model, batch_size, seq_len, num_choices, device)
-    cuda = device.type == "cuda"
+    forward = torch.compile(model) if compile else model
 
     def sync() -> None:
         # CUDA kernels run asynchronously: without this the clock would stop at launch.
-        if cuda:
-            torch.cuda.synchronize(device)
+        synchronize(device)
 
     was_training = model.training
     model.eval()
@@ -67,11 +72,11 @@ def measure_latency(
     try:
         with torch.inference_mode():
             for _ in range(warmup):
-                model(**inputs)
+                forward(**inputs)
             sync()
             for i in range(repeats):
                 start = time.perf_counter()
-                model(**inputs)
+                forward(**inputs)
                 sync()
                 times[i] = time.perf_counter() - start
     finally:
@@ -87,7 +92,8 @@ def measure_latency(
         "batch_size": batch_size,
         "seq_len": seq_len,
         "repeats": repeats,
-        "device": str(device),
+        **describe_device(device),
+        "compiled": compile,
         "threads": torch.get_num_threads(),
     }
 

@@ -113,19 +113,20 @@ class RecoveryTrainer(Trainer):
         if teacher is not None:
             teacher.eval()
 
-    def train_step(self, batch: dict, step: int) -> float:
+    def train_step(self, batch: dict, step: int) -> torch.Tensor:
         labels = batch.pop("labels")
-        with self.supernet.select(self.subnet):
-            logits = self.supernet(**batch)
-        if self.teacher is None:
-            loss = label_loss(logits, labels, self.regression)
-        else:
-            with torch.no_grad(), self.teacher.select(None):
-                teacher_logits = self.teacher(**batch)
-            loss = distillation_loss(logits, teacher_logits, labels, self.config.temperature, self.regression)
-        loss.backward()
+        with self.autocast():
+            with self.supernet.select(self.subnet):
+                logits = self.supernet(**batch)
+            if self.teacher is None:
+                loss = label_loss(logits, labels, self.regression)
+            else:
+                with torch.no_grad(), self.teacher.select(None):
+                    teacher_logits = self.teacher(**batch)
+                loss = distillation_loss(logits, teacher_logits, labels, self.config.temperature, self.regression)
+        self.backward(loss)
         self.optimizer_step()
-        return loss.item()
+        return loss.detach()  # read only every log_every steps: no host sync per step
 
 
 @dataclass

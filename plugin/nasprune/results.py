@@ -8,7 +8,10 @@ the pruning baselines (:mod:`nasprune.baselines.runner`) and standard NAS
 * :func:`result_row`: a row of ``results.csv`` for an evaluated :class:`~nasprune.subnet.SubNetwork`
   (``trial_id``, ``config_<name>``, the measured values, the layout columns and ``subnet``).
 * :func:`build_summary`: ``summary.json``'s common fields and its ``pareto_set``.
-* :func:`write_results`: ``results.csv``, ``pareto.md``, ``pareto.png`` and, last, ``summary.json``.
+* :func:`write_results`: ``results.csv``, ``pareto.md``, ``pareto.png`` and, last, ``summary.json``
+  (its paths made absolute by :func:`absolute_summary_paths`).
+* :func:`pareto_table`, :func:`pareto_markdown`: the Pareto set as tables show it, in ``--pick``
+  order, with the recommended point and its export line (:mod:`nasprune.choosing`).
 * :func:`check_search_output_dir`, :func:`begin_search_outputs`: which run a folder's results belong
   to, and marking its summary incomplete while new results are on their way.
 """
@@ -21,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
-from nasprune import analysis
+from nasprune import analysis, choosing
 from nasprune.errors import NaspruneError
 from nasprune.files import write_csv_atomic, write_json_atomic, write_text_atomic
 from nasprune.subnet import SubNetwork
@@ -33,7 +37,7 @@ logger = logging.getLogger("nasprune")
 #: Validation errors measured so far: an interrupted search resumes from here.
 JOURNAL_FILE = "evaluations.jsonl"
 #: What a search writes into its output folder (``--overwrite-output-dir`` removes them all).
-SEARCH_OUTPUT_FILES = ("summary.json", "results.csv", "pareto.md", "pareto.png", JOURNAL_FILE)
+SEARCH_OUTPUT_FILES = ("summary.json", "results.csv", "pareto.md", "pareto.png", "report.html", JOURNAL_FILE)
 #: The settings that make a search folder's results another run's: compared on every (re)start.
 RUN_SETTINGS = ("checkpoint", "method", "search_space", "objectives", "seed")
 #: Spaces with more variables (the large space's 37k bits) keep their config in ``subnet`` only.
@@ -183,18 +187,108 @@ def write_results(
         "plot": output_dir / "pareto.png",
     }
     _mark_incomplete(files["summary"])
+    absolute_summary_paths(summary)
     write_csv_atomic(table, files["table"])
-    shown = ["trial_id", *metrics, "test_error", "params", "relative_macs", "num_layers", "heads_per_layer"]
-    shown = list(dict.fromkeys(c for c in shown if c in table.columns))
-    write_text_atomic(analysis.markdown_table(pareto_rows(table, metrics)[shown]), files["pareto_table"])
+    write_text_atomic(pareto_markdown(table, summary, output_dir), files["pareto_table"])
     title = f"{summary['task']}: {summary['method']} on '{summary['search_space']}'"
-    analysis.plot_front(table, x=metrics[1], y=metrics[0], path=files["plot"], title=title)
+    # Multi-fidelity search: lower-fidelity rows measure other (smaller) data, so only full-fidelity ones are drawn.
+    shown_rows = table[table["fidelity"] == 1.0] if "fidelity" in table.columns else table
+    analysis.plot_front(shown_rows, x=metrics[1], y=metrics[0], path=files["plot"], title=title, summary=summary)
     if write_more is not None:
         write_more(files)
     summary.setdefault("hypervolume_definition", analysis.HYPERVOLUME_DEFINITION)
     summary["complete"] = True
     write_json_atomic(summary, files["summary"])
     return SearchResult(table, summary, output_dir, files)
+
+
+# --- the Pareto table -------------------------------------------------------------------------
+def pareto_table(table: pd.DataFrame, summary: Mapping[str, Any]) -> pd.DataFrame:
+    """The Pareto set as ``pareto.md`` and the search commands show it, in ``--pick`` order.
+
+    ``pick`` is the number ``nasprune export --pick`` takes; the task's metric stands beside each
+    error (``valid_accuracy`` = 1 - ``valid_error``, named after the metric); then the sizes, MACs,
+    layers, heads and units per layer, and a ``note`` for the empty model.
+    """
+    front = choosing.pareto_front(table)
+    metric = choosing.metric_name(summary)
+    shown = pd.DataFrame({"pick": range(len(front)), "trial_id": front["trial_id"].astype(int)})
+    for split in ("valid", "test"):
+        if f"{split}_error" in front.columns:
+            errors = front[f"{split}_error"].astype(float)
+            shown[f"{split}_{metric}"] = 1.0 - errors
+            shown[f"{split}_error"] = errors
+    for column in ("params", "relative_params", "macs", "relative_macs", "relative_latency", "num_layers",
+                   "heads_per_layer", "units_per_layer"):
+        if column in front.columns:
+            shown[column] = front[column]
+    shown["note"] = np.where(choosing.is_empty_model(front).to_numpy(), choosing.EMPTY_MODEL_NOTE, "")
+    return shown
+
+
+def pareto_markdown(table: pd.DataFrame, summary: Mapping[str, Any], output_dir: Path) -> str:
+    """``pareto.md``: the full model, the :func:`pareto_table` and the recommended point with the
+    ``nasprune export`` line that cuts it out."""
+    metric = choosing.metric_name(summary)
+    lines = []
+    full = summary.get("full_model")
+    if isinstance(full, Mapping) and full.get("valid_error") is not None:
+        lines.append(
+            f"Full model: validation {metric} {1 - float(full['valid_error']):.4f}"
+            + (f", test {metric} {1 - float(full['test_error']):.4f}" if full.get("test_error") is not None else "")
+            + (f", {int(full['params']):,} parameters" if full.get("params") is not None else "")
+            + ".\n"
+        )
+    lines.append(f"Pareto set, smallest first; `pick` is what `nasprune export --pick` takes ({metric} = 1 - error):\n")
+    lines.append(analysis.markdown_table(pareto_table(table, summary)))
+    lines.append(recommendation_text(table, summary, output_dir))
+    return "\n".join(lines)
+
+
+def recommendation_text(table: pd.DataFrame, summary: Mapping[str, Any], output_dir: Path) -> str:
+    """The recommended point, how it was chosen, and the command that exports it (Markdown)."""
+    metric = choosing.metric_name(summary)
+    full_error = choosing.full_model_valid_error(summary)
+    if full_error is None:
+        return "No full-model measurement is recorded, so no point is recommended: choose one by `--pick`.\n"
+    chosen = choosing.recommendation(table, summary, output_dir)
+    if chosen is None:
+        return (
+            f"No Pareto point is within {choosing.RECOMMENDATION_TOLERANCE * 100:.0f} point of the full model's "
+            f"validation {metric} ({1 - full_error:.4f}); choose one by `--pick`.\n"
+        )
+    row = chosen["row"]
+    text = (
+        f"Recommended: pick {chosen['pick']} (trial {chosen['trial_id']}), {chosen['rule']} "
+        f"({1 - float(row['valid_error']):.4f} against {1 - full_error:.4f}), with "
+        f"{float(row['relative_params']):.1%} of the full model's parameters.\n"
+    )
+    if chosen["command"] is None:
+        return text + (
+            "\nIts weights are not in the checkpoint (see `nasprune export`'s message), so it cannot be exported.\n"
+        )
+    return text + f"\n```\n{chosen['command']}\n```\n"
+
+
+def absolute_summary_paths(summary: dict[str, Any]) -> dict[str, Any]:
+    """Make the paths a ``summary.json`` records absolute (in place), so that they do not depend
+    on the folder a command was started from: the checkpoint, the data files, Syne Tune's folder,
+    a recovered front's source results and any listed ``files``."""
+
+    def absolute(value: Any) -> Any:
+        return str(Path(value).resolve()) if isinstance(value, (str, Path)) and str(value) else value
+
+    if "checkpoint" in summary:
+        summary["checkpoint"] = absolute(summary["checkpoint"])
+    for name, holder_key in (("train_file", "data_options"), ("validation_file", "data_options"),
+                             ("test_file", "data_options"), ("path", "syne_tune"),
+                             ("source_results", "recovery")):
+        holder = summary.get(holder_key)
+        if isinstance(holder, dict) and holder.get(name):
+            holder[name] = absolute(holder[name])
+    if isinstance(summary.get("files"), dict):
+        summary["files"] = {name: absolute(path) for name, path in summary["files"].items()}
+    return summary
 
 
 # --- the output folder ------------------------------------------------------------------------

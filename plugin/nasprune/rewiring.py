@@ -49,6 +49,8 @@ class RewiringOptions:
     #: a fine-tuned model (folder or checkpoint) to measure the importance on; ``None``: the start
     #: model, fine-tuned first if its task head is untrained
     source: str | None = None
+    #: start the super-network from that fine-tuned model (rewired) instead of the start model
+    start_from_source: bool = False
 
     def validate(self) -> None:
         if self.importance not in IMPORTANCE_KINDS:
@@ -108,15 +110,18 @@ def _permute_(tensor: torch.Tensor, index: torch.Tensor, dim: int) -> None:
 def permute_layer(modules: LayerModules, head_order: np.ndarray, unit_order: np.ndarray, head_dim: int) -> None:
     """Reorder one layer's heads and FFN units in place; its function stays the same."""
     rows = torch.as_tensor(head_feature_indices(head_order, head_dim))
-    for linear in (modules.query, modules.key, modules.value):
+    for linear in (modules.query, modules.key, modules.value, *modules.head_projections):
         _permute_(linear.weight, rows, 0)
         if linear.bias is not None:
             _permute_(linear.bias, rows, 0)
     _permute_(modules.attn_out.weight, rows, 1)
     units = torch.as_tensor(np.asarray(unit_order))
-    _permute_(modules.ffn_in.weight, units, 0)
-    if modules.ffn_in.bias is not None:
-        _permute_(modules.ffn_in.bias, units, 0)
+    for linear in (modules.ffn_in, modules.ffn_up):  # ffn_up: the second input of a gated unit
+        if linear is None:
+            continue
+        _permute_(linear.weight, units, 0)
+        if linear.bias is not None:
+            _permute_(linear.bias, units, 0)
     _permute_(modules.ffn_out.weight, units, 1)
 
 

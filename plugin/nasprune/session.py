@@ -23,15 +23,11 @@ from typing import Any
 import torch
 
 from nasprune import data
+from nasprune.accelerator import default_device  # re-exported: callers import it from here
 from nasprune.checkpoint import load_checkpoint
 from nasprune.data import DataOptions, checkpoint_data_options
 from nasprune.errors import NaspruneError
 from nasprune.supernet import SuperNetwork, check_max_seq_length, load_hf_model, local_model_folder
-
-
-def default_device() -> torch.device:
-    """The GPU when there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def default_model() -> str:
@@ -132,6 +128,8 @@ class CheckpointSession:
         :func:`nasprune.results.build_summary`)."""
         return {
             "task": self.info.task,
+            # Tables name the metric beside the error (nasprune.choosing.metric_name).
+            "metric": self.task_data.spec.metric,
             "model": self.info.base_model,
             "checkpoint": str(self.path),
             "checkpoint_fingerprint": self.info.fingerprint,

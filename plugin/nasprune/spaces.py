@@ -328,6 +328,11 @@ SEARCH_SPACES: dict[str, Callable[[ModelShape], SearchSpace]] = {
 }
 
 
+#: The spaces whose sub-networks keep the *first* k heads and units of a layer: the ones where
+#: sorting heads and units by importance (rewiring) changes which are kept.
+FIRST_K_SPACES = (SmallSearchSpace.name, SmallPowerOfTwoSearchSpace.name, MediumSearchSpace.name)
+
+
 @functools.lru_cache(maxsize=16)
 def _cached_space(name: str, shape: ModelShape) -> SearchSpace:
     return SEARCH_SPACES[name](shape)

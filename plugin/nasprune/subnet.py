@@ -16,6 +16,25 @@ import numpy as np
 from nasprune.errors import NaspruneError
 
 
+#: HF ``model_type`` values whose FFN is gated. Here rather than on the family adapters because
+#: this module is below them; tests/test_families_modern.py checks that both agree.
+GATED_FFN_MODEL_TYPES = ("modernbert",)
+
+
+def _relative_positions(config: Any) -> dict[str, int]:
+    """``position_terms`` and ``position_rows`` of a DeBERTa-style config (relative attention)."""
+    if not getattr(config, "relative_attention", False):
+        return {}
+    kinds = getattr(config, "pos_att_type", None) or []
+    kinds = kinds.lower().split("|") if isinstance(kinds, str) else kinds
+    terms = sum(kind.strip() in ("c2p", "p2c") for kind in kinds)
+    span = getattr(config, "position_buckets", -1)
+    if span <= 0:
+        span = getattr(config, "max_relative_positions", -1)
+        span = span if span >= 1 else config.max_position_embeddings
+    return {"position_terms": int(terms), "position_rows": 2 * int(span) if terms else 0}
+
+
 @dataclass(frozen=True)
 class ModelShape:
     """The dimensions of a transformer encoder that a sub-network is cut from."""
@@ -25,17 +44,26 @@ class ModelShape:
     head_dim: int
     hidden_size: int
     intermediate_size: int
+    #: A FFN unit is a gate/up pair of input rows (a gated linear unit), not a single row.
+    gated_ffn: bool = False
+    #: Relative-position score terms per head (DeBERTa's c2p and p2c: 0 to 2), and the rows of
+    #: relative-position embeddings each term projects and scores against (2 x the attention span).
+    position_terms: int = 0
+    position_rows: int = 0
 
     @classmethod
     def from_config(cls, config: Any) -> "ModelShape":
-        """Read the shape from a HuggingFace ``PretrainedConfig`` (BERT-like families)."""
+        """Read the shape from a HuggingFace ``PretrainedConfig`` (BERT-like families; DistilBERT
+        names its FFN width ``hidden_dim`` rather than ``intermediate_size``)."""
         heads = config.num_attention_heads
         return cls(
             num_layers=config.num_hidden_layers,
             num_heads=heads,
             head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
             hidden_size=config.hidden_size,
-            intermediate_size=config.intermediate_size,
+            intermediate_size=getattr(config, "intermediate_size", None) or config.hidden_dim,
+            gated_ffn=getattr(config, "model_type", "") in GATED_FFN_MODEL_TYPES,
+            **_relative_positions(config),
         )
 
     def check_per_head_and_unit(self, head: tuple[int, ...], unit: tuple[int, ...], what: str) -> None:

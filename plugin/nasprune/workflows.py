@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nasprune import analysis, data
+from nasprune.accelerator import default_precision, describe_device
 from nasprune.checkpoint import (
     META_FILE,
     CheckpointInfo,
@@ -38,8 +39,10 @@ from nasprune.checkpoint import (
 from nasprune.data import DataOptions
 from nasprune.errors import NaspruneError
 from nasprune.evaluation import SubnetEvaluator
+from nasprune.choosing import metric_name
 from nasprune.export import (
     SearchResults,
+    check_repo_id,
     check_results_checkpoint,
     check_row_has_weights,
     export_onnx,
@@ -51,8 +54,10 @@ from nasprune.export import (
     pick_from_results,
     subnet_from_row,
 )
+from nasprune.export import push_to_hub as upload_to_hub
 from nasprune.objectives import LatencyObjective, check_latency_settings, metric_columns
 from nasprune.output_dir import lock_output_dir
+from nasprune.parallel_evaluation import ParallelSearchEvaluation, RayWorkers, WorkerSettings, import_ray
 from nasprune.recovery import Recovery, RecoveryOptions, refuse_recovered_results, split_settings
 from nasprune.results import (
     JOURNAL_FILE,
@@ -66,7 +71,15 @@ from nasprune.results import (
 from nasprune.rewiring import RewiringOptions, rewire_by_importance
 from nasprune.scales import apply_scales
 from nasprune.search.loop import run_ask_tell
-from nasprune.search.registry import METHODS, make_scheduler
+from nasprune.search.parallel import run_ask_tell_parallel
+from nasprune.search.multifidelity import (
+    MIN_FIDELITY,
+    REDUCTION_FACTOR,
+    fidelity_levels,
+    nested_subsets,
+    run_multi_fidelity,
+)
+from nasprune.search.registry import SEARCH_METHODS, make_scheduler
 from nasprune.session import CheckpointSession, default_device, default_model, load_tokenizer
 from nasprune.spaces import SEARCH_SPACES, get_search_space
 from nasprune.subnet import SubNetwork
@@ -145,6 +158,7 @@ def train_supernet(
     # A resumed run was rewired (or not) before its first step, as the settings check ensured.
     rewiring_record = info.rewiring if resume_from is not None else None
     if rewiring is not None and resume_from is None:
+        started_from = None
         # The start model's own weights, before any training step, are what gets reordered.
         if rewiring.source is None and not _has_trained_task_head(hf_model):
             logger.info("rewiring: %s has no trained task head; fine-tuning a copy to measure importance", model)
@@ -153,8 +167,20 @@ def train_supernet(
                 output_dir / "rewiring-finetune", overwrite=overwrite, progress=progress, device=device,
             )
             rewiring = replace(rewiring, source=str(finetuned))
+        if rewiring.start_from_source and rewiring.source is not None:
+            # The fine-tuned weights (task head included) are the start: the super-network's largest
+            # network then begins where plain fine-tuning ended. Its importance is its own.
+            started_from = _verified_model_folder(rewiring.source)
+            start = load_hf_model(started_from, task_data.spec.kind, task_data.num_labels)
+            if SuperNetwork(start).shape != supernet.shape:
+                raise NaspruneError(f"--rewire-from {started_from} has another shape than {model}")
+            start.config.id2label, start.config.label2id = hf_model.config.id2label, hf_model.config.label2id
+            hf_model = start
+            supernet = SuperNetwork(hf_model).to(device)
+            rewiring = replace(rewiring, source=None)
         rewiring_record = _rewire(supernet, rewiring, encoded["train"], tokenizer, task_data, config.batch_size, config.seed)
-        rewiring_record["source"] = rewiring_record["source"] or str(model)
+        rewiring_record["source"] = started_from or rewiring_record["source"] or str(model)
+        rewiring_record["started_from_source"] = started_from is not None
         # What was asked (the source may have been filled in above): a resume compares against it.
         rewiring_record["requested"] = asdict(requested_rewiring)
     train_loader = data.make_dataloader(
@@ -276,6 +302,14 @@ def _has_trained_task_head(hf_model: torch.nn.Module) -> bool:
     return has_task_head(hf_model.config)
 
 
+def _verified_model_folder(source: str) -> str:
+    """``source`` as a model folder; a nasprune checkpoint or training output folder (its last
+    epoch) is verified first."""
+    if epoch_checkpoints(Path(source)) or (Path(source) / META_FILE).is_file():
+        return str(load_checkpoint(source)[0])
+    return source
+
+
 def _rewire(
     supernet: SuperNetwork,
     options: RewiringOptions,
@@ -290,9 +324,7 @@ def _rewire(
     source = options.source
     judge = supernet
     if source is not None:
-        if epoch_checkpoints(Path(source)) or (Path(source) / META_FILE).is_file():
-            # A nasprune checkpoint or training output folder (its last epoch): verified first.
-            source = str(load_checkpoint(source)[0])
+        source = _verified_model_folder(source)
         device = next(supernet.parameters()).device
         judge = SuperNetwork(load_hf_model(source, task_data.spec.kind, task_data.num_labels)).to(device)
         if judge.shape != supernet.shape:
@@ -316,16 +348,41 @@ def _rewire(
 class SearchOptions:
     """How to search a super-network; see ``nasprune search --help``."""
 
-    method: str = "random_search"
+    #: local search ranked best in our own comparison of the methods (README, "Search methods")
+    method: str = "local_search"
     num_samples: int = 100
     max_time: float | None = None
     seed: int = 0
-    objectives: tuple[str, ...] = ("error", "params")
+    #: MACs rather than parameters by default: they set what a sub-network costs to run, while the
+    #: parameters of small models are dominated by the embeddings every sub-network shares
+    objectives: tuple[str, ...] = ("error", "macs")
     search_space: str | None = None
     macs_seq_length: int | None = None
     eval_batch_size: int = 128
     latency_batch_size: int = 1
     latency_seq_length: int | None = None
+    #: Sub-networks evaluated at once, each on its own Ray actor (above 1 needs ``nasprune[ray]``).
+    workers: int = 1
+    #: The Ray cluster of the workers (``auto`` or ``HOST:PORT``); None starts Ray on this machine.
+    ray_address: str | None = None
+    #: CPU threads per worker; None: one with GPUs, else the cores split between the workers.
+    threads_per_worker: int | None = None
+    #: Put MO-ASHA's rungs (growing validation subsets) in front of ``method``'s searcher.
+    multi_fidelity: bool = False
+    #: The smallest validation fraction of multi-fidelity search (``moasha``, ``multi_fidelity``).
+    min_fidelity: float = MIN_FIDELITY
+    #: The factor between the validation fractions of successive rungs.
+    reduction_factor: float = REDUCTION_FACTOR
+
+    def fidelities(self) -> list[float] | None:
+        """The validation fractions of the rungs, ascending to 1; None for single-fidelity search."""
+        if self.method != "moasha" and not self.multi_fidelity:
+            return None
+        return fidelity_levels(self.min_fidelity, self.reduction_factor)
+
+    def method_label(self) -> str:
+        """The method as results record it: ``nsga2+moasha`` for NSGA-II behind MO-ASHA's rungs."""
+        return f"{self.method}+moasha" if self.multi_fidelity and self.method != "moasha" else self.method
 
     def metric_columns(self) -> list[str]:
         """The result columns of :attr:`objectives` (see :func:`nasprune.objectives.metric_columns`)."""
@@ -333,8 +390,15 @@ class SearchOptions:
 
     def validate(self) -> None:
         self.metric_columns()
-        if self.method not in METHODS:
-            raise NaspruneError(f"unknown search method '{self.method}'; choose one of: {', '.join(METHODS)}")
+        if self.method not in SEARCH_METHODS:
+            raise NaspruneError(
+                f"unknown search method '{self.method}'; choose one of: {', '.join(SEARCH_METHODS)}"
+            )
+        if self.fidelities() is not None and self.workers > 1:
+            raise NaspruneError(
+                "multi-fidelity search (--method moasha, --multi-fidelity) runs in one process; "
+                "it does not take --workers yet"
+            )
         if self.search_space is not None and self.search_space not in SEARCH_SPACES:
             raise NaspruneError(
                 f"unknown search space '{self.search_space}'; choose one of: {', '.join(SEARCH_SPACES)}"
@@ -346,6 +410,12 @@ class SearchOptions:
         if self.eval_batch_size < 1:
             raise NaspruneError(f"--eval-batch-size must be at least 1, got {self.eval_batch_size}")
         check_latency_settings(self.latency_batch_size, self.latency_seq_length)
+        if self.workers < 1:
+            raise NaspruneError(f"--workers must be at least 1, got {self.workers}")
+        if self.threads_per_worker is not None and self.threads_per_worker < 1:
+            raise NaspruneError(f"--threads-per-worker must be at least 1, got {self.threads_per_worker}")
+        if self.workers > 1:
+            import_ray()  # fail now, not after the data is loaded
 
 
 def search(
@@ -368,6 +438,10 @@ def search(
     or seed) is refused unless ``overwrite``, which removes them first. The same search resumes:
     errors recorded in ``evaluations.jsonl`` for the same weights (the checkpoint's fingerprint)
     and validation data are reused; a journal of other weights or data is started afresh.
+
+    With ``options.workers`` above 1, that many Ray actors (:mod:`nasprune.parallel_evaluation`)
+    measure the sub-networks, each with its own copy of the super-network, and ``device`` is not
+    used; the journal, the results and the files are the same as with one process.
     """
     options.validate()
     with lock_output_dir(output_dir):
@@ -384,12 +458,13 @@ def _search_locked(
     overwrite: bool,
 ) -> SearchResult:
     metrics = options.metric_columns()
-    session = CheckpointSession(checkpoint, data_overrides, device)
+    # With workers the super-network here only counts parameters and MACs: it stays on the CPU.
+    session = CheckpointSession(checkpoint, data_overrides, torch.device("cpu") if options.workers > 1 else device)
     path, info = session.path, session.info
     space_name = options.search_space or info.search_space
     check_search_output_dir(
         output_dir,
-        {"checkpoint": str(path), "method": options.method, "search_space": space_name,
+        {"checkpoint": str(path), "method": options.method_label(), "search_space": space_name,
          "objectives": metrics, "seed": options.seed},
         overwrite,
     )
@@ -418,6 +493,15 @@ def _search_locked(
         "validation_examples": len(encoded["validation"]),
         "validation_digest": _split_digest(encoded["validation"]),
     }
+    fidelities = options.fidelities()
+    # Multi-fidelity: nested validation subsets, prefixes of one permutation seeded by the search.
+    subsets = nested_subsets(len(encoded["validation"]), fidelities, options.seed) if fidelities else {}
+    if subsets:
+        journal_key["fidelity_subsets"] = {
+            repr(f): hashlib.sha256(np.asarray(idx, dtype=np.int64).tobytes()).hexdigest() for f, idx in subsets.items()
+        }
+    if default_precision() != "fp32":  # bf16/fp16 errors differ slightly; fp32 journals keep their key
+        journal_key["precision"] = default_precision()
     begin_search_outputs(output_dir, overwrite)
     journal = output_dir / JOURNAL_FILE
     if info.fingerprint is None and journal.exists():
@@ -425,13 +509,28 @@ def _search_locked(
         journal.unlink()
     validation = SubnetEvaluator(
         supernet, loaders["validation"], metric, macs_length, journal=journal, journal_key=journal_key,
+        cache_embeddings=options.workers == 1,  # with workers, they measure the errors
+        # ... in the precision they are given below; this CPU copy only counts and journals.
+        precision="fp32" if options.workers > 1 else None,
     )
-    if validation.num_resumed:
-        logger.info("resuming: %d sub-networks already evaluated in %s", validation.num_resumed, output_dir)
+    # Each lower fidelity has its own evaluator (its subset's embeddings) on the same journal.
+    validation_at = {1.0: validation} | {
+        f: SubnetEvaluator(
+            supernet, session.loader("validation", options.eval_batch_size, encoded["validation"].select(idx)),
+            metric, macs_length, journal=journal, journal_key=journal_key, fidelity=f,
+        )
+        for f, idx in subsets.items()
+    }
+    num_resumed = sum(e.num_resumed for e in validation_at.values())
+    if num_resumed:
+        logger.info("resuming: %d evaluations already recorded in %s", num_resumed, output_dir)
 
+    # With several workers, each Ray actor holds its own super-network and times its own latency;
+    # the super-network here only counts parameters and MACs.
+    parallel = options.workers > 1
     latency = (
         LatencyObjective(supernet, options.latency_batch_size, latency_length)
-        if "relative_latency" in metrics
+        if "relative_latency" in metrics and not parallel
         else None
     )
 
@@ -440,42 +539,108 @@ def _search_locked(
         measured = validation.measure(subnet)
         return measured if latency is None else measured | latency(subnet)
 
+    def evaluate_at(config: dict, fidelity: float) -> dict[str, float]:
+        subnet = space.to_subnet(config)
+        measured = validation_at[fidelity].measure(subnet)
+        return measured if latency is None else measured | latency(subnet)
+
     scheduler = make_scheduler(
-        options.method, space.config_space, metrics, space.initial_design(), options.seed
+        options.method, space.config_space, metrics, space.initial_design(), options.seed,
+        fidelities=fidelities, config_key=space.to_subnet if fidelities else None,
     )
     logger.info(
-        "searching %s with %s over the '%s' space (%d variables): %d samples%s",
+        "searching %s with %s over the '%s' space (%d variables): %d samples%s%s",
         path, options.method, space.name, space.num_variables, options.num_samples,
         f", at most {options.max_time:.0f}s" if options.max_time else "",
+        f", {options.workers} workers" if parallel else "",
     )
-    started = time.perf_counter()
-    records = run_ask_tell(
-        scheduler,
-        evaluate,
-        num_samples=options.num_samples,
-        max_time=options.max_time,
-        progress=progress,
-    )
-    search_seconds = time.perf_counter() - started
+    workers = None
+    if parallel:
+        timed = "relative_latency" in metrics
+        workers = RayWorkers(
+            WorkerSettings(
+                checkpoint=str(path), data_overrides=dict(data_overrides or {}),
+                eval_batch_size=options.eval_batch_size, macs_seq_length=macs_length,
+                max_seq_lengths=(data_options.max_seq_length, *([latency_length] if timed else [])),
+                latency=(options.latency_batch_size, latency_length) if timed else None,
+                precision=default_precision(),
+            ),
+            options.workers, options.ray_address, options.threads_per_worker,
+        )
+    try:
+        if workers is not None:
+            workers.check(info.fingerprint, len(encoded["validation"]))
+            pool = ParallelSearchEvaluation(workers, space, validation, with_latency="relative_latency" in metrics)
+        started = time.perf_counter()
+        if fidelities:
+            records = run_multi_fidelity(
+                scheduler, evaluate_at, fidelities, num_samples=options.num_samples,
+                max_time=options.max_time, progress=progress,
+            )
+        elif workers is None:
+            records = run_ask_tell(
+                scheduler,
+                evaluate,
+                num_samples=options.num_samples,
+                max_time=options.max_time,
+                progress=progress,
+            )
+        else:
+            records = run_ask_tell_parallel(
+                scheduler, pool, num_samples=options.num_samples, max_time=options.max_time, progress=progress
+            )
+        search_seconds = time.perf_counter() - started
 
-    subnets = [space.to_subnet(r["config"]) for r in records]
-    table = pd.DataFrame([
-        result_row(r["trial_id"], s, {**r["metrics"], "elapsed_seconds": r["elapsed"]}, config=r["config"])
-        for r, s in zip(records, subnets)
-    ])
-    table["pareto"] = analysis.pareto_mask(table[metrics].to_numpy(dtype=float))
-    test = SubnetEvaluator(supernet, loaders["test"], metric, macs_length, cache_embeddings=False)
-    table["test_error"] = np.nan
-    full = SubNetwork.full(supernet.shape)
-    on_front = np.flatnonzero(table["pareto"].to_numpy())
-    for i in tqdm(on_front, desc="test split", unit="subnet", disable=not progress, dynamic_ncols=True):
-        table.loc[table.index[i], "test_error"] = test.error(subnets[i])
-    full_model = validation.measure(full) | {"test_error": test.error(full)}
-    validation.close()
+        subnets = [space.to_subnet(r["config"]) for r in records]
+        table = pd.DataFrame([
+            result_row(
+                r["trial_id"], s,
+                {**r["metrics"], "elapsed_seconds": r["elapsed"],
+                 **({"fidelity": r["fidelity"]} if fidelities else {})},
+                config=r["config"],
+            )
+            for r, s in zip(records, subnets)
+        ])
+        # Only full-fidelity results can be on the front (and then on the test split).
+        full_fidelity = table["fidelity"].to_numpy() == 1.0 if fidelities else np.ones(len(table), dtype=bool)
+        table["pareto"] = False
+        table.loc[full_fidelity, "pareto"] = analysis.pareto_mask(
+            table.loc[full_fidelity, metrics].to_numpy(dtype=float)
+        )
+        table["test_error"] = np.nan
+        full = SubNetwork.full(supernet.shape)
+        on_front = np.flatnonzero(table["pareto"].to_numpy())
+        if workers is None:
+            test = SubnetEvaluator(supernet, loaders["test"], metric, macs_length, cache_embeddings=False)
+            for i in tqdm(on_front, desc="test split", unit="subnet", disable=not progress, dynamic_ncols=True):
+                table.loc[table.index[i], "test_error"] = test.error(subnets[i])
+            full_test_error = test.error(full)
+        else:
+            *front_errors, full_test_error = pool.test_errors([*(subnets[i] for i in on_front), full], progress)
+            table.loc[table.index[on_front], "test_error"] = front_errors
+            pool.measure(full)  # its validation error, measured by a worker, joins the journal
+        full_model = validation.measure(full) | {"test_error": full_test_error}
+    finally:
+        if workers is not None:
+            workers.close()
+        for evaluator in validation_at.values():
+            evaluator.close()
 
+    run_info: dict[str, Any] = {"search_seconds": search_seconds}
+    if workers is None:  # where the errors (and latencies) were measured; workers report their own
+        run_info |= describe_device(next(supernet.parameters()).device) | {"precision": validation.precision.name}
+    else:
+        run_info |= {"workers": len(workers.descriptions), "precision": default_precision(),
+                     "worker_devices": sorted({d["device"] for d in workers.descriptions}),
+                     "worker_nodes": len({d["node"] for d in workers.descriptions})}
+    if fidelities:
+        run_info |= {
+            "fidelities": fidelities, "evaluations": len(table), "full_fidelity_trials": int(full_fidelity.sum()),
+        }
+    # The summary (hypervolume, Pareto set) is of the full-fidelity results only.
     summary = build_summary(
-        table, metrics, source=session.summary_source(), method=options.method, search_space=space.name,
-        seed=options.seed, run={"search_seconds": search_seconds}, full_model=full_model,
+        table[full_fidelity], metrics, source=session.summary_source(), method=options.method_label(),
+        search_space=space.name, seed=options.seed, run=run_info, full_model=full_model,
     )
     return write_results(table, summary, metrics, output_dir)
 
@@ -505,6 +670,11 @@ def export(
     data_overrides: dict[str, Any] | None = None,
     recovery: RecoveryOptions | None = None,
     progress: bool = False,
+    trial_id: int | None = None,
+    max_macs: float | None = None,
+    max_latency: float | None = None,
+    push_to_hub: str | None = None,
+    hub_private: bool = False,
 ) -> Path:
     """Cut the chosen Pareto point of a search or baseline out of its checkpoint as a smaller HF model.
 
@@ -522,6 +692,11 @@ def export(
     then cut out; ``nasprune_export.json`` records under ``recovery`` its settings, its seconds and
     the validation and test errors measured on the sub-network before it (the errors after are the
     exported model's, measured as above). Recovery needs the data, so not without ``evaluate``.
+
+    The row is chosen by exactly one of ``pick``, ``trial_id``, ``max_params``, ``max_macs``,
+    ``max_latency`` and ``max_error`` (:func:`nasprune.export.pick_from_results`). With
+    ``push_to_hub`` (a Hub repository id) the finished folder is then uploaded with
+    ``huggingface_hub`` (:func:`nasprune.export.push_to_hub`; ``hub_private`` creates it private).
     """
     if eval_batch_size < 1:
         raise NaspruneError(f"--eval-batch-size must be at least 1, got {eval_batch_size}")
@@ -533,9 +708,16 @@ def export(
             "--finetune-epochs trains on the checkpoint's data and records the errors before and after: "
             "it cannot be combined with --no-evaluate"
         )
+    if hub_private and push_to_hub is None:
+        raise NaspruneError("--hub-private makes the --push-to-hub repository private: pass --push-to-hub REPO too")
+    if push_to_hub is not None:
+        check_repo_id(push_to_hub)  # a typo fails now, not after the export
     found = SearchResults.load(results)
     refuse_recovered_results(found)
-    row = pick_from_results(found.table, pick=pick, max_params=max_params, max_error=max_error)
+    row = pick_from_results(
+        found.table, pick=pick, max_params=max_params, max_error=max_error, trial_id=trial_id,
+        max_macs=max_macs, max_latency=max_latency,
+    )
     check_row_has_weights(found, row)
     # The splits the results were measured on: the checkpoint's data, with the split seed, caps
     # and length its search or baseline recorded. Data files come from the checkpoint only
@@ -586,6 +768,8 @@ def export(
         "checkpoint": str(path),
         "checkpoint_fingerprint": info.fingerprint,
         "task": info.task,
+        "metric": metric_name({"task": info.task, "metric": found.summary.get("metric")}),
+        "base_model": info.base_model,
         "evaluated": evaluate,
         "searched": {**searched, "method": found.method, "results": str(found.directory)},
     }
@@ -614,7 +798,11 @@ def export(
             export_onnx(model, folder / "model.onnx", input_names=onnx_input_names(model, tokenizer))
         return added
 
-    return export_subnetwork(
+    macs_seq_length = (found.summary.get("data_options") or {}).get("max_seq_length") or info.max_seq_length
+    exported = export_subnetwork(
         source, subnet, session.tokenizer, output_dir, extra_metadata=metadata,
-        overwrite=overwrite, label_names=info.label_names, finish=finish,
+        overwrite=overwrite, label_names=info.label_names, finish=finish, macs_seq_length=int(macs_seq_length),
     )
+    if push_to_hub is not None:
+        logger.info("uploaded %s: %s", exported, upload_to_hub(exported, push_to_hub, private=hub_private))
+    return exported

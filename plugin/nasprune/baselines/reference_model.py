@@ -74,13 +74,14 @@ class PlainModelTrainer(Trainer):
         # No strategy: there are no sub-networks to plan, and nothing evaluates them per epoch.
         super().__init__(model, None, train_loader, config, regression, progress=progress)  # type: ignore[arg-type]
 
-    def train_step(self, batch: dict, step: int) -> float:
-        """One optimizer step of the plain HF forward on ``batch``; its label loss."""
+    def train_step(self, batch: dict, step: int) -> torch.Tensor:
+        """One optimizer step of the plain HF forward on ``batch``; its label loss (on the device)."""
         labels = batch.pop("labels")
-        loss = label_loss(self.supernet(**batch).logits, labels, self.regression)
-        loss.backward()
+        with self.autocast():
+            loss = label_loss(self.supernet(**batch).logits, labels, self.regression)
+        self.backward(loss)
         self.optimizer_step()
-        return loss.item()
+        return loss.detach()
 
 
 def finetune_model(

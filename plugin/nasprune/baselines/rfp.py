@@ -284,6 +284,14 @@ def tune_masks(
     tuned layer reconstructs the target at least as well as the binary masks do on ``batches``.
     """
     supernet.check(subnet)
+    layers = encoder_layers(supernet)
+    if any(m.pre_norm or m.attend is not None or m.ffn_up is not None for m in layers):
+        # The teacher and the per-head least squares below are BERT's post-norm block with plain
+        # dot-product attention; another block (rotary, relative positions, gated FFN) needs its own.
+        raise NaspruneError(
+            f"mask tuning supports BERT-style layers only, not {supernet.config.model_type}'s; "
+            "pass --no-mask-tuning to run retraining-free pruning without it"
+        )
     was_training = supernet.training
     supernet.eval()
     shape = supernet.shape
@@ -303,7 +311,7 @@ def tune_masks(
         )
         states.append([hidden, hidden, ext_mask, tokens])
     try:
-        for layer, modules in enumerate(encoder_layers(supernet)):
+        for layer, modules in enumerate(layers):
             heads = subnet.head_indices(layer)
             if len(heads):
                 scales.head[layer, heads] = _tune_attention(states, modules, heads, shape, damping)

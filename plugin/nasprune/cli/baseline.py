@@ -22,12 +22,15 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``nasprune baseline`` (add to a sub-parser)."""
-    parser.add_argument("--method", required=True, choices=list(BASELINE_METHODS))
+    parser.add_argument(
+        "--method", required=True, choices=list(BASELINE_METHODS),
+        help="the baseline to run; the groups below say which flags each one reads",
+    )
     parser.add_argument(
         "--checkpoint", required=True,
         help="a fine-tuned checkpoint (nasprune finetune / train-supernet) or its output dir",
     )
-    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--output-dir", required=True, help="where the results, tables and plot go")
     parser.add_argument(
         "--overwrite-output-dir", action="store_true",
         help="replace the results of another run in --output-dir instead of refusing",
@@ -38,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--objectives", default="error,params", help="error,params or error,macs")
     parser.add_argument("--macs-seq-length", type=int, help="sequence length of the MAC count")
-    parser.add_argument("--eval-batch-size", type=int, default=128)
+    parser.add_argument("--eval-batch-size", type=int, default=128, help="batch size of the validation and test measurements")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size of importance estimates and fine-tuning")
     parser.add_argument(
         "--num-importance-samples", type=int, default=512,
@@ -46,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_data_flags(parser, with_model=False)
     group = parser.add_argument_group("rfp (Kwon et al. 2022) and importance")
-    group.add_argument("--constraint", default="macs", choices=list(rfp.CONSTRAINTS))
+    group.add_argument("--constraint", default="macs", choices=list(rfp.CONSTRAINTS), help="the cost that --budgets limits")
     group.add_argument(
         "--budgets", type=_floats, default=DEFAULT_BUDGETS,
         help="comma-separated fractions of the constrained cost (default 0.3,...,0.9)",
@@ -70,8 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--epochs", type=int, default=1, help="fine-tuning epochs (layer-drop: per k; importance: per budget; 0: none)"
     )
-    group.add_argument("--learning-rate", type=float, default=2e-5)
-    group.add_argument("--warmup-ratio", type=float, default=0.1)
+    group.add_argument("--learning-rate", type=float, default=2e-5, help="peak learning rate of fine-tuning (AdamW)")
+    group.add_argument("--warmup-ratio", type=float, default=0.1, help="share of the fine-tuning steps spent warming up")
     group.add_argument("--reference-model", help="--method model: the smaller pre-trained model (name or path)")
 
 

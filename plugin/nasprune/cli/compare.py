@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from nasprune import analysis
 from nasprune.cli.flags import comma_separated
 from nasprune.report import GROUP_FIELDS, NORMALISATIONS, Comparison, compare
+from nasprune.report.html import REPORT_FILE, write_report
 
-HELP = "hypervolumes, ranks, plots and tables over result folders"
+HELP = "hypervolumes, ranks, plots and tables over result folders, and report.html"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``nasprune compare`` (add to a sub-parser)."""
     parser.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="run folders, or folders holding them")
-    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--output-dir", required=True, help="where the tables and plots go")
     parser.add_argument("--objectives", default="error,params", help="error,params or error,macs")
     parser.add_argument("--normalisation", default="unit", choices=list(NORMALISATIONS),
                         help="unit: the objectives as they are (fractions of the unpruned model), reference 1.1 "
@@ -39,6 +41,8 @@ def run_from_args(args: argparse.Namespace) -> Comparison:
         num_bootstrap=args.bootstrap,
         include_training_time=args.include_training_time,
     )
+    # The page of the comparison, beside its plots and tables.
+    result.files["report"] = write_report([args.output_dir], Path(args.output_dir) / REPORT_FILE, "nasprune compare")
     print(analysis.markdown_table(result.hypervolume))
     print(analysis.markdown_table(result.compression))
     for name, path in result.files.items():

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``nasprune finetune``."""
     add_data_flags(parser)
     add_training_flags(parser, supernet=False, epochs=3)
-    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--output-dir", required=True, help="where the checkpoints (OUTPUT/epoch-<n>) go")
 
 
 def run_from_args(args: argparse.Namespace) -> Path:

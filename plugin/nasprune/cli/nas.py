@@ -7,7 +7,7 @@ import argparse
 from nasprune.cli.flags import add_data_flags, add_objective_flags, comma_separated, fill_default_task
 from nasprune.cli.summary import print_search_summary
 from nasprune.data import DataOptions
-from nasprune.snas import TRIALS_TABLE, StandardNASResult, run_standard_nas
+from nasprune.snas import BACKENDS, TRIALS_TABLE, StandardNASResult, run_standard_nas
 
 HELP = "standard NAS: fine-tune each sub-network as a Syne Tune trial (MO-ASHA, NSGA-II, ...)"
 
@@ -20,15 +20,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--method",
         default="moasha",
-        help="moasha (multi-fidelity, stops weak trials early), nsga2, ehvi, morea, local_search "
-        "or random_search",
+        help="moasha (multi-fidelity, stops weak trials early), nsga2, ehvi, lsbo, rsbo, morea, "
+        "local_search or random_search",
     )
-    group.add_argument("--n-workers", type=int, default=2, help="trials running at the same time")
+    group.add_argument(
+        "--n-workers", type=int,
+        help="trials running at the same time (default: 2 locally; with --backend ray, as many as the cluster has room for)",
+    )
     budget = group.add_mutually_exclusive_group(required=True)
     budget.add_argument("--max-wallclock-time", type=float, help="stop after this many seconds")
     budget.add_argument("--max-trials", type=int, help="start this many trials and let them finish")
     add_objective_flags(group)  # with latency, each trial times its sub-network in its own process
-    group.add_argument("--output-dir", required=True)
+    group.add_argument("--output-dir", required=True, help="where the Syne Tune experiment and the results go")
     group.add_argument(
         "--max-failures", type=int,
         help="stop the search after more failed trials than this "
@@ -44,12 +47,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--overwrite-output-dir", action="store_true",
         help="start afresh instead of continuing the experiment in --output-dir",
     )
+    cluster = parser.add_argument_group("where trials run")
+    cluster.add_argument(
+        "--backend", choices=BACKENDS, default="local",
+        help="local: trials are processes on this machine; ray: Ray tasks on a Ray cluster (pip install 'nasprune[ray]')",
+    )
+    cluster.add_argument(
+        "--ray-address",
+        help="with --backend ray: the cluster, 'auto' (the one this machine joined) or HOST:PORT "
+        "(default: $RAY_ADDRESS, else Ray starts on this machine)",
+    )
+    cluster.add_argument(
+        "--storage",
+        help="with --backend ray: folder all nodes share, or a URI such as s3://bucket/path, for the trial "
+        "checkpoints (default: the syne-tune folder in --output-dir)",
+    )
+    cluster.add_argument("--cpus-per-trial", type=float, help="with --backend ray: CPUs per trial (default 1)")
+    cluster.add_argument(
+        "--gpus-per-trial", type=float,
+        help="with --backend ray: GPUs per trial (default 1 where the cluster has GPUs, else 0)",
+    )
+    cluster.add_argument(
+        "--max-retries", type=int, default=3,
+        help="with --backend ray: runs of a trial after its node died, each from its last checkpoint (default 3)",
+    )
     training = parser.add_argument_group("training (every trial)")
     training.add_argument("--epochs", type=int, default=3, help="epochs per trial (MO-ASHA's max_t)")
-    training.add_argument("--learning-rate", type=float, default=2e-5)
-    training.add_argument("--batch-size", type=int, default=32)
-    training.add_argument("--warmup-ratio", type=float, default=0.1)
-    training.add_argument("--eval-batch-size", type=int, default=128)
+    training.add_argument("--learning-rate", type=float, default=2e-5, help="peak learning rate of AdamW (linear schedule)")
+    training.add_argument("--batch-size", type=int, default=32, help="training examples per step")
+    training.add_argument("--warmup-ratio", type=float, default=0.1, help="share of the steps spent warming up the learning rate")
+    training.add_argument("--eval-batch-size", type=int, default=128, help="batch size of the validation and test measurements")
     training.add_argument("--seed", type=int, default=0, help="seed of training and search (not of the data split)")
     training.add_argument(
         "--data-seed", type=int, default=0,
@@ -86,6 +113,12 @@ def run_from_args(args: argparse.Namespace) -> StandardNASResult:
         max_failures=args.max_failures,
         resume=args.resume,
         overwrite=args.overwrite_output_dir,
+        backend=args.backend,
+        ray_address=args.ray_address,
+        storage=args.storage,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        max_retries=args.max_retries,
     )
     print_summary(result)
     return result

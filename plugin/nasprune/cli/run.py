@@ -19,6 +19,7 @@ from nasprune.cli.summary import print_search_summary
 from nasprune.checkpoint import CheckpointInfo
 from nasprune.data import DATA_FILE_FLAGS, DataOptions
 from nasprune.files import write_json_atomic
+from nasprune.report.html import REPORT_FILE, write_report
 from nasprune.results import SearchResult, begin_search_outputs, check_search_output_dir, recorded_run_settings
 from nasprune.training import TrainingConfig
 from nasprune.workflows import search, train_supernet
@@ -50,7 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_flags(parser)
     add_training_flags(parser, supernet=True, epochs=5)
     add_search_flags(parser)
-    parser.add_argument("--output-dir", default="nasprune-output")
+    parser.add_argument(
+        "--output-dir", default="nasprune-output",
+        help="where the super-network (OUTPUT/supernet/epoch-<n>) and the search results go",
+    )
     # Filled in from QUICK_PRESET or FULL_DEFAULTS by run_from_args.
     parser.set_defaults(epochs=None, learning_rate=None, max_seq_length=None, num_samples=None)
     parser.add_argument(
@@ -109,6 +113,8 @@ def run_from_args(args: argparse.Namespace) -> SearchResult:
     )
     result.summary["total_seconds"] = time.perf_counter() - start
     write_json_atomic(result.summary, result.files["summary"])  # still complete: only a field added
+    # The page a user opens first: the front, the Pareto table, the recommended model and its export line.
+    result.files["report"] = write_report([output_dir], output_dir / REPORT_FILE, f"nasprune run: {output_dir}")
     print_search_summary(result)
     print(_recovery_hint(output_dir, checkpoint))
     return result

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a checkpoint folder or a training --output-dir")
     parser.add_argument("--search-space", help="default: the space the super-network was trained for")
     parser.add_argument("--seed", type=int, default=0, help="seed of the search (the data split follows --data-seed)")
-    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--output-dir", required=True, help="where the results, tables and plot go")
     parser.add_argument(
         "--overwrite-output-dir",
         action="store_true",

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``nasprune train-supernet``."""
     add_data_flags(parser)
     add_training_flags(parser, supernet=True, epochs=5)
-    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--output-dir", required=True, help="where the checkpoints (OUTPUT/epoch-<n>) go")
 
 
 def train_from_args(args: argparse.Namespace, strategy: str) -> Path:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from nasprune.accelerator import default_device
 from nasprune.data.tokenization import MODEL_INPUTS, sequence_lengths
 from nasprune.errors import NaspruneError
 
@@ -177,7 +178,7 @@ def _is_regression_dataset(dataset: datasets.Dataset) -> bool:
 
 def make_dataloader(dataset: datasets.Dataset, tokenizer: Any, batch_size: int,
                     shuffle: bool = False, seed: int = 0, sort_by_length: bool = False,
-                    drop_last: bool = False) -> DataLoader:
+                    drop_last: bool = False, pin_memory: bool | None = None) -> DataLoader:
     """A DataLoader over a tokenised split with dynamic padding.
 
     * ``shuffle=False, sort_by_length=False``: dataset order.
@@ -188,7 +189,9 @@ def make_dataloader(dataset: datasets.Dataset, tokenizer: Any, batch_size: int,
       (:class:`LengthGroupedBatchSampler`, for training).
 
     Shuffled orders are seeded and change every epoch (each pass over the loader). Batches are
-    dicts of tensors as produced by :class:`PaddingCollator`.
+    dicts of tensors as produced by :class:`PaddingCollator`. ``pin_memory`` (default: when the
+    models run on a GPU, :func:`nasprune.accelerator.default_device`) puts them in page-locked
+    memory, from which ``.to(device, non_blocking=True)`` copies overlap with the GPU's work.
     """
     collator = PaddingCollator.from_tokenizer(tokenizer,
                                               regression=_is_regression_dataset(dataset))
@@ -204,5 +207,7 @@ def make_dataloader(dataset: datasets.Dataset, tokenizer: Any, batch_size: int,
             order = np.argsort(-sequence_lengths(dataset), kind="stable")
         sampler = FixedOrderBatchSampler(order, batch_size)
     columns = [c for c in (*MODEL_INPUTS, "labels") if c in dataset.column_names]
+    if pin_memory is None:
+        pin_memory = default_device().type == "cuda"
     return DataLoader(dataset.with_format(None, columns=columns), batch_sampler=sampler,
-                      collate_fn=collator)
+                      collate_fn=collator, pin_memory=pin_memory)

@@ -2,9 +2,12 @@
 
 - :mod:`~nasprune.export.slicing`: :func:`slice_subnetwork` copies the kept heads' and units' rows
   and columns into a :mod:`nasprune.pruned` model.
-- :mod:`~nasprune.export.saving`: :func:`export_subnetwork` writes the pruned model, its tokenizer,
-  the modeling code (for ``trust_remote_code=True`` loading without nasprune), a model card and
+- :mod:`~nasprune.export.saving`: :func:`export_subnetwork` writes the pruned model (a stock BERT /
+  RoBERTa where every layer keeps all heads and the same units), its tokenizer, the modeling code
+  (for ``trust_remote_code=True`` loading without nasprune), a model card and
   ``nasprune_export.json``, atomically; :func:`load_pruned_model` loads it back.
+- :mod:`~nasprune.export.card`: :func:`model_card`, the folder's ``README.md`` in the Hub's format.
+- :mod:`~nasprune.export.hub`: :func:`push_to_hub` uploads the folder with ``huggingface_hub``.
 - :mod:`~nasprune.export.onnx`: :func:`export_onnx` writes an ONNX graph with dynamic batch and
   sequence axes, whose inputs are those the tokenizer emits (optional ``onnx`` extra).
 - :mod:`~nasprune.export.picking`: :func:`pick_from_results` chooses the Pareto point to export from a
@@ -19,6 +22,8 @@ The pruned models are registered with the ``transformers`` Auto classes by :mod:
 works after ``import nasprune``.
 """
 
+from nasprune.export.card import model_card
+from nasprune.export.hub import check_repo_id, push_to_hub
 from nasprune.export.measuring import measure_exported_model
 from nasprune.export.onnx import ONNX_INPUTS, ONNX_INSTALL_HINT, example_batch, export_onnx, onnx_input_names
 from nasprune.export.picking import (
@@ -49,6 +54,7 @@ __all__ = [
     "RESULTS_SUMMARY",
     "RESULTS_TABLE",
     "SearchResults",
+    "check_repo_id",
     "check_results_checkpoint",
     "check_row_has_weights",
     "example_batch",
@@ -57,10 +63,12 @@ __all__ = [
     "load_pruned_model",
     "mask_scales_for_row",
     "measure_exported_model",
+    "model_card",
     "onnx_input_names",
     "pareto_front",
     "pick_from_results",
     "pruned_config",
+    "push_to_hub",
     "set_label_names",
     "slice_subnetwork",
     "subnet_from_row",

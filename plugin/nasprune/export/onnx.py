@@ -7,11 +7,13 @@ tokenizer emits (:func:`onnx_input_names`: ``token_type_ids`` too for BERT). The
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -47,9 +49,9 @@ class _LogitsOnly(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.model(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True
-        ).logits
+        # Only when given: DistilBERT's models take no token types at all.
+        types = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **types).logits
 
 
 def _max_sequence_length(config: Any) -> int:
@@ -104,6 +106,23 @@ def example_batch(
     return batch
 
 
+# The exporter's operator registry logs a warning for each torchvision operator it skips when
+# torchvision is not installed; text models never use them.
+_REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"
+
+
+@contextlib.contextmanager
+def _quiet_exporter_log() -> Iterator[None]:
+    """Keep the exporter's operator registry to errors while exporting."""
+    registry = logging.getLogger(_REGISTRY_LOGGER)
+    level = registry.level
+    registry.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        registry.setLevel(level)
+
+
 def export_onnx(
     model: nn.Module,
     output_path: str | os.PathLike,
@@ -148,9 +167,11 @@ def export_onnx(
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     was_training = model.training
     try:
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            # The exporter warns about every axis name shared by several inputs, which is intended.
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings(), _quiet_exporter_log():
+            # The exporter warns about every axis name shared by several inputs, which is intended,
+            # and torch's own pytree code about a deprecation inside torch: neither is ours to act on.
             warnings.filterwarnings("ignore", message=".*axis name.*", category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
             program = torch.onnx.export(
                 _LogitsOnly(model).eval(),
                 (),

@@ -17,31 +17,15 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from nasprune.choosing import importance_row_fine_tuned, pareto_front
 from nasprune.errors import NaspruneError
 from nasprune.scales import MASK_SCALES_FILE, MaskScales
 from nasprune.subnet import SubNetwork
 
 logger = logging.getLogger("nasprune")
 
-_RESULT_COLUMNS = ("trial_id", "valid_error", "relative_params", "pareto", "subnet")
-
-
-def pareto_front(results: pd.DataFrame) -> pd.DataFrame:
-    """The Pareto rows of a results table, smallest first (``relative_params`` ascending).
-
-    Ties are broken by ``valid_error`` then ``trial_id``, so the order, and hence ``--pick``, is
-    deterministic. The index is reset: row ``i`` is what ``--pick i`` selects.
-    """
-    missing = [c for c in _RESULT_COLUMNS if c not in results.columns]
-    if missing:
-        raise NaspruneError(f"the results table lacks the column(s) {', '.join(missing)}")
-    pareto = results["pareto"]
-    if pareto.dtype != bool:  # read back from CSV by hand, or written as strings
-        pareto = pareto.astype(str).str.lower().isin(("true", "1"))
-    front = results[pareto.to_numpy()]
-    return front.sort_values(["relative_params", "valid_error", "trial_id"], kind="stable").reset_index(
-        drop=True
-    )
+#: The flags that choose the row to export, and what each takes.
+PICK_FLAGS = ("--pick", "--trial-id", "--max-params", "--max-macs", "--max-latency", "--max-error")
 
 
 def pick_from_results(
@@ -49,29 +33,38 @@ def pick_from_results(
     pick: int | None = None,
     max_params: float | None = None,
     max_error: float | None = None,
+    trial_id: int | None = None,
+    max_macs: float | None = None,
+    max_latency: float | None = None,
 ) -> pd.Series:
-    """Choose one Pareto point of a search's results table by exactly one criterion.
+    """Choose one row of a search's results table by exactly one criterion.
 
     :param results: the search's table (``trial_id``, ``valid_error``, ``relative_params``,
         ``pareto``, ``subnet``, ...), e.g. ``results.csv``
     :param pick: index into the Pareto set sorted by ``relative_params`` ascending (0 = the
-        smallest model, -1 = the largest); see :func:`pareto_front`
+        smallest model, -1 = the largest): the ``pick`` column of ``pareto.md``; see
+        :func:`pareto_front`
+    :param trial_id: the row of this trial (on the Pareto set or not)
     :param max_params: the most accurate Pareto point (lowest ``valid_error``) with
         ``relative_params <= max_params``
+    :param max_macs: the most accurate Pareto point with ``relative_macs <= max_macs``
+    :param max_latency: the most accurate Pareto point with ``relative_latency <= max_latency``;
+        only for results of a search with the latency objective
     :param max_error: the smallest Pareto point (lowest ``relative_params``) with
         ``valid_error <= max_error``
     :returns: the chosen row; ``SubNetwork.from_dict(json.loads(row["subnet"]))`` rebuilds it
-    :raises NaspruneError: when not exactly one criterion is given, or no point qualifies
+    :raises NaspruneError: when not exactly one criterion is given, or no row qualifies
     """
-    given = {"--pick": pick, "--max-params": max_params, "--max-error": max_error}
+    given = dict(zip(PICK_FLAGS, (pick, trial_id, max_params, max_macs, max_latency, max_error)))
     chosen = [name for name, value in given.items() if value is not None]
     if len(chosen) != 1:
         raise NaspruneError(
-            "choose the sub-network by exactly one of --pick, --max-params and --max-error"
+            f"choose the sub-network by exactly one of {', '.join(PICK_FLAGS)}"
             + (f" (got {', '.join(chosen)})" if chosen else "")
         )
+    if trial_id is not None:
+        return _row_of_trial(results, trial_id)
     front = pareto_front(results)
-    front = front[np.isfinite(front["valid_error"].to_numpy(dtype=float))].reset_index(drop=True)
     if front.empty:
         raise NaspruneError("the results table has no Pareto point with a finite validation error")
 
@@ -79,25 +72,57 @@ def pick_from_results(
         if not -len(front) <= pick < len(front):
             raise NaspruneError(
                 f"--pick {pick} is out of range: the Pareto set has {len(front)} point(s), "
-                f"indices 0..{len(front) - 1} from smallest to largest"
+                f"indices 0..{len(front) - 1} from smallest to largest (the 'pick' column of pareto.md)"
             )
         return front.iloc[pick]
-    if max_params is not None:
-        if not max_params > 0:
-            raise NaspruneError(f"--max-params is a fraction of the full model's size, got {max_params}")
-        fitting = front[front["relative_params"] <= max_params]
-        if fitting.empty:
-            raise NaspruneError(
-                f"no Pareto point has relative_params <= {max_params}; the smallest has "
-                f"{front['relative_params'].min():.4f}"
-            )
-        return fitting.sort_values(["valid_error", "relative_params"], kind="stable").iloc[0]
+    for flag, column, bound in (
+        ("--max-params", "relative_params", max_params),
+        ("--max-macs", "relative_macs", max_macs),
+        ("--max-latency", "relative_latency", max_latency),
+    ):
+        if bound is not None:
+            return _most_accurate_within(front, flag, column, bound)
     fitting = front[front["valid_error"] <= max_error]
     if fitting.empty:
         raise NaspruneError(
             f"no Pareto point has valid_error <= {max_error}; the best has {front['valid_error'].min():.4f}"
         )
     return fitting.iloc[0]  # the front is sorted smallest first
+
+
+def _row_of_trial(results: pd.DataFrame, trial_id: int) -> pd.Series:
+    if "trial_id" not in results.columns:
+        raise NaspruneError("the results table lacks the column trial_id")
+    rows = results[pd.to_numeric(results["trial_id"], errors="coerce") == trial_id]
+    if rows.empty:
+        raise NaspruneError(
+            f"--trial-id {trial_id}: no such trial in the results (trials "
+            f"{int(results['trial_id'].min())}..{int(results['trial_id'].max())})"
+            if len(results) else f"--trial-id {trial_id}: the results table is empty"
+        )
+    row = rows.iloc[0]
+    if not np.isfinite(float(row["valid_error"])):
+        raise NaspruneError(f"--trial-id {trial_id}: that trial has no validation error (it failed)")
+    return row
+
+
+def _most_accurate_within(front: pd.DataFrame, flag: str, column: str, bound: float) -> pd.Series:
+    """The Pareto point of lowest ``valid_error`` with ``column <= bound`` (ties: the smaller one)."""
+    values = pd.to_numeric(front[column], errors="coerce") if column in front.columns else None
+    if values is None or not np.isfinite(values.to_numpy(dtype=float)).any():
+        if column == "relative_latency":
+            raise NaspruneError(
+                "--max-latency needs results of a search that measured latency (--objectives "
+                "error,params,latency or similar); these results have no latency: choose by "
+                "--max-params, --max-macs, --max-error, --pick or --trial-id"
+            )
+        raise NaspruneError(f"{flag}: the results table has no {column} column")
+    if not bound > 0:
+        raise NaspruneError(f"{flag} is a fraction of the full model's, got {bound}")
+    fitting = front[(values <= bound).to_numpy()]
+    if fitting.empty:
+        raise NaspruneError(f"no Pareto point has {column} <= {bound}; the smallest has {values.min():.4f}")
+    return fitting.sort_values(["valid_error", column], kind="stable").iloc[0]
 
 
 def subnet_from_row(row: Mapping[str, Any]) -> SubNetwork:
@@ -192,24 +217,12 @@ def check_row_has_weights(results: SearchResults, row: Mapping[str, Any]) -> Non
             f"{fine_tuned_epochs} epoch(s) after dropping layers and those weights were not kept; re-train it "
             "('nasprune baseline --method layer-drop' writes no weights), or export a row of a search instead"
         )
-    if results.method == "importance_pruning" and _importance_row_fine_tuned(row, fine_tuned_epochs):
+    if results.method == "importance_pruning" and importance_row_fine_tuned(row, fine_tuned_epochs):
         raise NaspruneError(
             f"trial {trial} of the importance-pruning baseline in {results.directory} was fine-tuned for "
             f"{fine_tuned_epochs} epoch(s) after pruning and those weights were not kept; re-train it "
             "('nasprune baseline --method importance' writes no weights), or export a row of a search instead"
         )
-
-
-def _importance_row_fine_tuned(row: Mapping[str, Any], epochs: int) -> bool:
-    """Whether an importance-pruning row was measured on fine-tuned weights (its own column, if any)."""
-    recorded = row.get("fine_tuned_epochs")
-    try:
-        if recorded is not None and np.isfinite(float(recorded)):
-            return float(recorded) > 0
-    except (TypeError, ValueError):
-        pass
-    # No per-row record: only the unpruned row (budget 1) is the checkpoint's.
-    return bool(epochs) and float(row.get("budget", 0.0) or 0.0) < 1.0
 
 
 def _same_folder(named: str, checkpoint: Path) -> bool:

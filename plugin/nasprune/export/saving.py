@@ -15,36 +15,23 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+import transformers
 from torch import nn
 from transformers import AutoConfig, AutoModelForMultipleChoice, AutoModelForSequenceClassification
 
-from nasprune.counting import ParameterCounter
+from nasprune.counting import ParameterCounter, count_macs
 from nasprune.errors import NaspruneError
+from nasprune.export.card import model_card
 from nasprune.export.slicing import slice_subnetwork
 from nasprune.files import replace_folder
-from nasprune.subnet import SubNetwork
+from nasprune.pruned import PRUNED_FAMILIES
+from nasprune.pruned.stock import stock_family, to_stock_model
+from nasprune.subnet import ModelShape, SubNetwork
 from nasprune.supernet import get_adapter, unwrap
 
 #: Written next to the weights of an exported model: where it came from and what it keeps.
 EXPORT_META_FILE = "nasprune_export.json"
 EXPORT_FORMAT_VERSION = 1
-
-
-def _model_card(meta: Mapping[str, Any]) -> str:
-    heads = meta["heads_per_layer"]
-    units = meta["units_per_layer"]
-    return (
-        "---\nlibrary_name: transformers\ntags:\n- nasprune\n- pruned\n---\n\n"
-        f"# Pruned {meta['family']} ({meta['task_kind']})\n\n"
-        f"Cut out of `{meta['source_model']}` by nasprune neural architecture "
-        f"search. It keeps {meta['params']:,} parameters ({meta['relative_params']:.1%} of the source), "
-        f"{len(meta['kept_layers'])} of {len(heads)} layers.\n\n"
-        f"- heads per source layer: {heads}\n- FFN units per source layer: {units}\n\n"
-        "Load it with nasprune installed (`import nasprune` first), or without it:\n\n"
-        "```python\nfrom transformers import AutoModelForSequenceClassification\n"
-        "model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True)\n```\n"
-        "(use `AutoModelForMultipleChoice` for multiple-choice models).\n"
-    )
 
 
 def set_label_names(config: Any, label_names: Sequence[str] | None) -> None:
@@ -74,6 +61,7 @@ def export_subnetwork(
     overwrite: bool = False,
     label_names: Sequence[str] | None = None,
     finish: Callable[[Path], Mapping[str, Any]] | None = None,
+    macs_seq_length: int | None = None,
 ) -> Path:
     """Save ``subnet`` of ``supernet`` as a physically pruned HF model folder and return its path.
 
@@ -82,6 +70,13 @@ def export_subnetwork(
     nasprune), the tokenizer (unless ``tokenizer`` is None), a model card, and
     ``nasprune_export.json``: the sub-network, its exact parameter count and ``extra_metadata``
     (e.g. the search results row; its keys never replace the computed ones).
+
+    Where every kept layer keeps all heads and the same number of FFN units (:mod:`nasprune.pruned.stock`)
+    the folder holds a stock model of the family instead (``model_type`` ``bert`` / ``roberta``, HF's
+    weight names, no custom code), which tools that know only stock models load. Otherwise
+    ``auto_map`` names ``AutoModel`` too, so the base encoder loads with ``trust_remote_code=True``.
+    ``nasprune_export.json`` says which (``format``: ``stock`` or ``nasprune``). With
+    ``macs_seq_length`` it records the MACs at that sequence length, absolute and relative.
 
     ``label_names`` (class names by id) go into the config's ``id2label`` / ``label2id``.
     ``finish``, when given, is called with the folder once the model and tokenizer are in it (e.g. to
@@ -98,11 +93,15 @@ def export_subnetwork(
     hf_model = unwrap(supernet)
     pruned = slice_subnetwork(hf_model, subnet)
     set_label_names(pruned.config, label_names)
+    stock = stock_family(pruned.config, hf_model.config.model_type)
+    model = to_stock_model(pruned, hf_model.config.model_type) if stock else pruned
     counter = ParameterCounter(hf_model)
-    params = sum(p.numel() for p in pruned.parameters())
+    params = sum(p.numel() for p in model.parameters())
     meta = {
         **dict(extra_metadata or {}),
         "format_version": EXPORT_FORMAT_VERSION,
+        "format": "stock" if stock else "nasprune",
+        "architecture": type(model).__name__,
         "source_model": str(getattr(hf_model.config, "_name_or_path", "") or type(hf_model).__name__),
         "family": hf_model.config.model_type,
         "task_kind": get_adapter(hf_model.config.model_type).task_kind(hf_model),
@@ -114,23 +113,46 @@ def export_subnetwork(
         "source_params": counter.total,
         "relative_params": params / counter.total,
     }
+    if macs_seq_length is not None:
+        shape = ModelShape.from_config(hf_model.config)
+        macs = count_macs(subnet, shape, macs_seq_length)
+        full_macs = count_macs(SubNetwork.full(shape), shape, macs_seq_length)
+        meta.update(macs=macs, source_macs=full_macs, relative_macs=macs / full_macs,
+                    macs_seq_length=macs_seq_length)
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
         # Weights are saved from CPU so the folder does not depend on the device they lived on.
-        pruned.to("cpu").save_pretrained(tmp)
+        model.to("cpu").save_pretrained(tmp)
+        if not stock:
+            _map_base_model(tmp / "config.json", hf_model.config.model_type)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if finish is not None:
             meta.update(finish(tmp))
+        meta["transformers_version"] = transformers.__version__
         (tmp / EXPORT_META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
-        (tmp / "README.md").write_text(_model_card(meta))
+        (tmp / "README.md").write_text(model_card(meta, repo=str(output_dir)))
         replace_folder(tmp, output_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return output_dir
+
+
+def _map_base_model(config_path: Path, family: str) -> None:
+    """Add ``AutoModel`` to the saved config's ``auto_map``, so the base encoder loads with remote code.
+
+    ``save_pretrained`` maps only the saved class (``AutoConfig`` and the task's Auto class); the
+    base model's class is in the same ``modeling.py``.
+    """
+    config = json.loads(config_path.read_text())
+    base_model = PRUNED_FAMILIES[family].base_model
+    # save_pretrained copies each class's own file (modeling.py, or a family's modeling_<name>.py).
+    module = base_model.__module__.rsplit(".", 1)[-1]
+    config.setdefault("auto_map", {})["AutoModel"] = f"{module}.{base_model.__name__}"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _json_default(value: Any) -> Any:

@@ -45,6 +45,10 @@ def pruned_config(hf_config: Any, subnet: SubNetwork) -> Any:
         heads_per_layer=[int(subnet.heads_per_layer[i]) for i in kept],
         units_per_layer=[int(subnet.units_per_layer[i]) for i in kept],
     )
+    # Families with other per-layer config entries (ModernBERT's attention types) pick the kept ones.
+    kept_layer_values = getattr(family.config, "kept_layer_values", None)
+    if kept_layer_values is not None:
+        values.update(kept_layer_values(values, kept))
     return family.config(**values)
 
 
@@ -53,6 +57,8 @@ def _layer_state(modules: Any, subnet: SubNetwork, layer: int, head_dim: int, pr
     state: dict[str, torch.Tensor] = {}
 
     def put(name: str, module: nn.Module, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None):
+        if getattr(module, "weight", None) is None:
+            return  # a norm that is an nn.Identity (ModernBERT's first layer): nothing to copy
         weight = module.weight.detach()
         if rows is not None:
             weight = weight.index_select(0, rows.to(weight.device))
@@ -67,11 +73,15 @@ def _layer_state(modules: Any, subnet: SubNetwork, layer: int, head_dim: int, pr
         rows = torch.as_tensor(head_feature_indices(subnet.head_indices(layer), head_dim), dtype=torch.long)
         for name, module in (("query", modules.query), ("key", modules.key), ("value", modules.value)):
             put(f"attention.{name}", module, rows=rows)
+        for index, module in enumerate(modules.head_projections):  # e.g. DeBERTa's position projections
+            put(f"attention.head_projections.{index}", module, rows=rows)
         put("attention.output", modules.attn_out, cols=rows)
         put("attention.LayerNorm", modules.attn_norm)
     if subnet.unit_mask[layer].any():
         units = torch.as_tensor(subnet.unit_indices(layer), dtype=torch.long)
         put("feed_forward.intermediate", modules.ffn_in, rows=units)
+        if modules.ffn_up is not None:  # the second input projection of a gated FFN
+            put("feed_forward.up", modules.ffn_up, rows=units)
         put("feed_forward.output", modules.ffn_out, cols=units)
         put("feed_forward.LayerNorm", modules.ffn_norm)
     return state
@@ -81,7 +91,8 @@ def slice_subnetwork(model: nn.Module, subnet: SubNetwork) -> nn.Module:
     """A physically pruned copy of ``subnet`` of ``model``, in eval mode.
 
     ``model`` is a :class:`~nasprune.supernet.SuperNetwork` or the HF task model it wraps
-    (``Bert``/``RobertaForSequenceClassification`` or ``...ForMultipleChoice``). The result is a
+    (a sequence-classification or multiple-choice model of a family in
+    :data:`~nasprune.pruned.PRUNED_FAMILIES`). The result is a
     ``PreTrainedModel`` of :mod:`nasprune.pruned` on the same device and dtype, whose logits equal
     those of the super-network running ``subnet``, and whose parameter count equals
     ``ParameterCounter(model).count(subnet)``. The source model is not modified.
@@ -95,11 +106,12 @@ def slice_subnetwork(model: nn.Module, subnet: SubNetwork) -> nn.Module:
     config = pruned_config(hf_model.config, subnet)
     pruned = family.task_class(task_kind)(config)
 
-    # Everything outside the encoder layers (embeddings, pooler, classifier) has the same names in
-    # the dense and the pruned model, because the pruned model reuses HF's modules for them.
+    # Everything outside the encoder layers (embeddings, pooler, classifier, DeBERTa's relative
+    # embeddings) has the same names in the dense and the pruned model, because the pruned model
+    # reuses HF's modules for them.
     source = hf_model.state_dict()
     encoder_prefix = f"{pruned.base_model_prefix}.encoder."
-    state = {k: source[k] for k in pruned.state_dict() if not k.startswith(encoder_prefix)}
+    state = {k: source[k] for k in pruned.state_dict() if not k.startswith(f"{encoder_prefix}layer.")}
     layers = encoder_layers(hf_model)
     for new_index, old_index in enumerate(subnet.kept_layers):
         state.update(

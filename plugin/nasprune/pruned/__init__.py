@@ -1,4 +1,5 @@
-"""Physically pruned BERT/RoBERTa models: configurations and ``PreTrainedModel`` classes.
+"""Physically pruned BERT, RoBERTa (and XLM-RoBERTa), DistilBERT and ELECTRA models: configurations
+and ``PreTrainedModel`` classes.
 
 :mod:`nasprune.export` cuts these models out of a dense one. Importing this package registers them
 with the ``transformers`` Auto classes (:func:`register_auto_classes`), so
@@ -14,12 +15,35 @@ from dataclasses import dataclass
 
 from transformers import AutoConfig, AutoModel, AutoModelForMultipleChoice, AutoModelForSequenceClassification
 
-from nasprune.pruned.configuration import PrunedBertConfig, PrunedRobertaConfig
+from nasprune.pruned.configuration import (
+    PrunedBertConfig,
+    PrunedDistilBertConfig,
+    PrunedElectraConfig,
+    PrunedRobertaConfig,
+)
+from nasprune.pruned.configuration_deberta_v2 import PrunedDebertaV2Config
+from nasprune.pruned.configuration_modernbert import PrunedModernBertConfig
+from nasprune.pruned.modeling_deberta_v2 import (
+    PrunedDebertaV2ForMultipleChoice,
+    PrunedDebertaV2ForSequenceClassification,
+    PrunedDebertaV2Model,
+)
+from nasprune.pruned.modeling_modernbert import (
+    PrunedModernBertForMultipleChoice,
+    PrunedModernBertForSequenceClassification,
+    PrunedModernBertModel,
+)
 from nasprune.pruned.modeling import (
     PrunedBertForMultipleChoice,
     PrunedBertForSequenceClassification,
     PrunedBertModel,
     PrunedBertPreTrainedModel,
+    PrunedDistilBertForMultipleChoice,
+    PrunedDistilBertForSequenceClassification,
+    PrunedDistilBertModel,
+    PrunedElectraForMultipleChoice,
+    PrunedElectraForSequenceClassification,
+    PrunedElectraModel,
     PrunedRobertaForMultipleChoice,
     PrunedRobertaForSequenceClassification,
     PrunedRobertaModel,
@@ -52,7 +76,34 @@ PRUNED_FAMILIES: dict[str, PrunedFamily] = {
         PrunedRobertaForSequenceClassification,
         PrunedRobertaForMultipleChoice,
     ),
+    "distilbert": PrunedFamily(
+        PrunedDistilBertConfig,
+        PrunedDistilBertModel,
+        PrunedDistilBertForSequenceClassification,
+        PrunedDistilBertForMultipleChoice,
+    ),
+    "electra": PrunedFamily(
+        PrunedElectraConfig,
+        PrunedElectraModel,
+        PrunedElectraForSequenceClassification,
+        PrunedElectraForMultipleChoice,
+    ),
 }
+PRUNED_FAMILIES["deberta-v2"] = PrunedFamily(
+    PrunedDebertaV2Config,
+    PrunedDebertaV2Model,
+    PrunedDebertaV2ForSequenceClassification,
+    PrunedDebertaV2ForMultipleChoice,
+)
+PRUNED_FAMILIES["modernbert"] = PrunedFamily(
+    PrunedModernBertConfig,
+    PrunedModernBertModel,
+    PrunedModernBertForSequenceClassification,
+    PrunedModernBertForMultipleChoice,
+)
+# XLM-RoBERTa is RoBERTa's architecture (its HF classes are RoBERTa's code under other names), so
+# it exports to the pruned RoBERTa classes.
+PRUNED_FAMILIES["xlm-roberta"] = PRUNED_FAMILIES["roberta"]
 
 
 def register_auto_classes() -> None:
@@ -75,7 +126,23 @@ __all__ = [
     "PrunedBertForSequenceClassification",
     "PrunedBertModel",
     "PrunedBertPreTrainedModel",
+    "PrunedDistilBertConfig",
+    "PrunedDistilBertForMultipleChoice",
+    "PrunedDistilBertForSequenceClassification",
+    "PrunedDistilBertModel",
+    "PrunedElectraConfig",
+    "PrunedElectraForMultipleChoice",
+    "PrunedElectraForSequenceClassification",
+    "PrunedElectraModel",
+    "PrunedDebertaV2Config",
+    "PrunedDebertaV2ForMultipleChoice",
+    "PrunedDebertaV2ForSequenceClassification",
+    "PrunedDebertaV2Model",
     "PrunedFamily",
+    "PrunedModernBertConfig",
+    "PrunedModernBertForMultipleChoice",
+    "PrunedModernBertForSequenceClassification",
+    "PrunedModernBertModel",
     "PrunedRobertaConfig",
     "PrunedRobertaForMultipleChoice",
     "PrunedRobertaForSequenceClassification",

@@ -1,4 +1,4 @@
-"""Configurations of physically pruned BERT and RoBERTa models.
+"""Configurations of physically pruned BERT, RoBERTa, DistilBERT and ELECTRA models.
 
 A pruned model keeps the embeddings and task head of its source model; each of its encoder
 layers has its own number of attention heads and FFN units. The configuration therefore holds
@@ -14,7 +14,7 @@ works where nasprune is not installed. It must therefore import nothing but the 
 from __future__ import annotations
 
 from huggingface_hub.dataclasses import strict
-from transformers import BertConfig, RobertaConfig
+from transformers import BertConfig, DistilBertConfig, ElectraConfig, RobertaConfig
 
 
 class _PerLayerCountsMixin:
@@ -97,4 +97,59 @@ class PrunedRobertaConfig(_PerLayerCountsMixin, RobertaConfig):
     units_per_layer: list[int] | None = None
 
 
-__all__ = ["PrunedBertConfig", "PrunedRobertaConfig"]
+@strict
+class PrunedDistilBertConfig(_PerLayerCountsMixin, DistilBertConfig):
+    r"""Configuration of a DistilBERT model whose layers keep different numbers of heads and FFN units.
+
+    Args:
+        heads_per_layer (`list[int]`, *optional*):
+            Attention heads of each encoder layer; 0 means the layer has no attention block.
+            Defaults to `n_heads` for every layer.
+        units_per_layer (`list[int]`, *optional*):
+            FFN units of each encoder layer; 0 means the layer has no feed-forward block.
+            Defaults to `hidden_dim` for every layer.
+
+    All other arguments are those of [`DistilBertConfig`].
+    """
+
+    model_type = "nasprune_distilbert"
+    _auto_class = "AutoConfig"
+    # The pruned layers read BERT's names; these are DistilBERT's for the same settings.
+    attribute_map = {
+        **DistilBertConfig.attribute_map,
+        "intermediate_size": "hidden_dim",
+        "hidden_act": "activation",
+        "attention_probs_dropout_prob": "attention_dropout",
+        "hidden_dropout_prob": "dropout",
+    }
+    # Fixed in DistilBERT's code rather than configurable.
+    layer_norm_eps = 1e-12
+    attention_output_dropout_prob = 0.0
+
+    heads_per_layer: list[int] | None = None
+    units_per_layer: list[int] | None = None
+
+
+@strict
+class PrunedElectraConfig(_PerLayerCountsMixin, ElectraConfig):
+    r"""Configuration of an ELECTRA model whose layers keep different numbers of heads and FFN units.
+
+    Args:
+        heads_per_layer (`list[int]`, *optional*):
+            Attention heads of each encoder layer; 0 means the layer has no attention block.
+            Defaults to `num_attention_heads` for every layer.
+        units_per_layer (`list[int]`, *optional*):
+            FFN units of each encoder layer; 0 means the layer has no feed-forward block.
+            Defaults to `intermediate_size` for every layer.
+
+    All other arguments are those of [`ElectraConfig`].
+    """
+
+    model_type = "nasprune_electra"
+    _auto_class = "AutoConfig"
+
+    heads_per_layer: list[int] | None = None
+    units_per_layer: list[int] | None = None
+
+
+__all__ = ["PrunedBertConfig", "PrunedDistilBertConfig", "PrunedElectraConfig", "PrunedRobertaConfig"]

@@ -1,4 +1,5 @@
-"""Physically pruned BERT and RoBERTa models: every encoder layer keeps its own heads and units.
+"""Physically pruned BERT, RoBERTa, DistilBERT and ELECTRA models: every encoder layer keeps its
+own heads and units.
 
 The embeddings, pooler and task heads are HuggingFace's own modules, so their weights and
 behaviour are exactly those of the source model. The encoder layers are written here because
@@ -30,13 +31,19 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
 )
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertPooler
+from transformers.models.distilbert.modeling_distilbert import Embeddings as DistilBertEmbeddings
+from transformers.models.electra.modeling_electra import (
+    ElectraClassificationHead,
+    ElectraEmbeddings,
+    ElectraSequenceSummary,
+)
 from transformers.models.roberta.modeling_roberta import (
     RobertaClassificationHead,
     RobertaEmbeddings,
     RobertaPooler,
 )
 
-from .configuration import PrunedBertConfig, PrunedRobertaConfig
+from .configuration import PrunedBertConfig, PrunedDistilBertConfig, PrunedElectraConfig, PrunedRobertaConfig
 
 
 # ------------------------------------------------------------------------------------------------
@@ -55,7 +62,8 @@ class PrunedSelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, width)
         self.attention_dropout = config.attention_probs_dropout_prob
         self.output = nn.Linear(width, config.hidden_size)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        # DistilBERT's config sets this to 0: it adds the attention output without dropout.
+        self.dropout = nn.Dropout(getattr(config, "attention_output_dropout_prob", config.hidden_dropout_prob))
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -183,10 +191,11 @@ class _PrunedPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module):
         super()._init_weights(module)
-        if isinstance(module, (BertEmbeddings, RobertaEmbeddings)):
+        if isinstance(module, (BertEmbeddings, RobertaEmbeddings, DistilBertEmbeddings, ElectraEmbeddings)):
             # Non-persistent buffers are not in the checkpoint; rebuild them like HF's BERT does.
             init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
-            init.zeros_(module.token_type_ids)
+            if hasattr(module, "token_type_ids"):  # DistilBERT has no token types
+                init.zeros_(module.token_type_ids)
 
 
 class _PrunedBaseModelMixin:
@@ -196,6 +205,21 @@ class _PrunedBaseModelMixin:
         self.embeddings = embeddings_class(config)
         self.encoder = PrunedEncoder(config)
         self.pooler = pooler_class(config) if add_pooling_layer else None
+
+    def _embed(
+        self,
+        input_ids: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """What the first encoder layer reads; families with other embeddings override this."""
+        return self.embeddings(
+            input_ids=input_ids,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+        )
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.word_embeddings
@@ -220,12 +244,7 @@ class _PrunedBaseModelMixin:
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        hidden = self.embeddings(
-            input_ids=input_ids,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-        )
+        hidden = self._embed(input_ids, token_type_ids, position_ids, inputs_embeds)
         sequence_output, all_hidden = self.encoder(
             hidden, _additive_mask(attention_mask, hidden.dtype), bool(output_hidden_states)
         )
@@ -267,7 +286,11 @@ class _SequenceClassificationMixin:
 
 
 class _MultipleChoiceMixin:
-    """``[B, C, T]`` inputs -> pooled first token per choice -> one logit per choice."""
+    """``[B, C, T]`` inputs -> the family's head (``_choice_logits``; default: the pooled first
+    token) -> one logit per choice."""
+
+    def _choice_logits(self, outputs: BaseModelOutputWithPooling) -> torch.Tensor:
+        return self.classifier(self.dropout(outputs.pooler_output))
 
     def forward(
         self,
@@ -291,7 +314,7 @@ class _MultipleChoiceMixin:
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        logits = self.classifier(self.dropout(outputs.pooler_output)).view(-1, num_choices)
+        logits = self._choice_logits(outputs).view(-1, num_choices)
         loss = CrossEntropyLoss()(logits, labels) if labels is not None else None
         output = MultipleChoiceModelOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
         return output if return_dict else output.to_tuple()
@@ -400,7 +423,150 @@ class PrunedRobertaForMultipleChoice(_MultipleChoiceMixin, PrunedRobertaPreTrain
         self.post_init()
 
 
+# ------------------------------------------------------------------------------------------------
+# DistilBERT
+# ------------------------------------------------------------------------------------------------
+class PrunedDistilBertPreTrainedModel(_PrunedPreTrainedModel):
+    config_class = PrunedDistilBertConfig
+    base_model_prefix = "distilbert"
+
+
+class PrunedDistilBertModel(_PrunedBaseModelMixin, PrunedDistilBertPreTrainedModel):
+    """A pruned DistilBERT encoder: DistilBERT's embeddings (no token types) and pruned layers."""
+
+    _auto_class = "AutoModel"
+
+    def __init__(self, config: PrunedDistilBertConfig):
+        super().__init__(config)
+        self._build(config, DistilBertEmbeddings, None, add_pooling_layer=False)
+        self.post_init()
+
+    def _embed(
+        self,
+        input_ids: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+    ) -> torch.Tensor:
+        if token_type_ids is not None:
+            raise ValueError("DistilBERT has no token types: do not pass token_type_ids")
+        return self.embeddings(input_ids, inputs_embeds=inputs_embeds, position_ids=position_ids)
+
+
+class _DistilBertHeadMixin:
+    """DistilBERT's head for both tasks: first token -> pre_classifier -> ReLU -> dropout -> classifier."""
+
+    def _logits(self, outputs: BaseModelOutputWithPooling) -> torch.Tensor:
+        first = outputs.last_hidden_state[:, 0]
+        return self.classifier(self.dropout(torch.relu(self.pre_classifier(first))))
+
+    _choice_logits = _logits
+
+
+class PrunedDistilBertForSequenceClassification(
+    _DistilBertHeadMixin, _SequenceClassificationMixin, PrunedDistilBertPreTrainedModel
+):
+    """Pruned DistilBERT with DistilBERT's classification / regression head."""
+
+    _auto_class = "AutoModelForSequenceClassification"
+
+    def __init__(self, config: PrunedDistilBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.distilbert = PrunedDistilBertModel(config)
+        self.pre_classifier = nn.Linear(config.dim, config.dim)
+        self.classifier = nn.Linear(config.dim, config.num_labels)
+        self.dropout = nn.Dropout(config.seq_classif_dropout)
+        self.post_init()
+
+
+class PrunedDistilBertForMultipleChoice(_DistilBertHeadMixin, _MultipleChoiceMixin, PrunedDistilBertPreTrainedModel):
+    """Pruned DistilBERT with DistilBERT's multiple-choice head (one logit per choice)."""
+
+    _auto_class = "AutoModelForMultipleChoice"
+
+    def __init__(self, config: PrunedDistilBertConfig):
+        super().__init__(config)
+        self.distilbert = PrunedDistilBertModel(config)
+        self.pre_classifier = nn.Linear(config.dim, config.dim)
+        self.classifier = nn.Linear(config.dim, 1)
+        self.dropout = nn.Dropout(config.seq_classif_dropout)
+        self.post_init()
+
+
+# ------------------------------------------------------------------------------------------------
+# ELECTRA
+# ------------------------------------------------------------------------------------------------
+class PrunedElectraPreTrainedModel(_PrunedPreTrainedModel):
+    config_class = PrunedElectraConfig
+    base_model_prefix = "electra"
+
+
+class PrunedElectraModel(_PrunedBaseModelMixin, PrunedElectraPreTrainedModel):
+    """A pruned ELECTRA encoder: ELECTRA's embeddings, their projection to the hidden size when the
+    embedding size differs, and pruned layers (no pooler)."""
+
+    _auto_class = "AutoModel"
+
+    def __init__(self, config: PrunedElectraConfig):
+        super().__init__(config)
+        self._build(config, ElectraEmbeddings, None, add_pooling_layer=False)
+        if config.embedding_size != config.hidden_size:
+            self.embeddings_project = nn.Linear(config.embedding_size, config.hidden_size)
+        self.post_init()
+
+    def _embed(
+        self,
+        input_ids: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+    ) -> torch.Tensor:
+        hidden = super()._embed(input_ids, token_type_ids, position_ids, inputs_embeds)
+        return self.embeddings_project(hidden) if hasattr(self, "embeddings_project") else hidden
+
+
+class PrunedElectraForSequenceClassification(_SequenceClassificationMixin, PrunedElectraPreTrainedModel):
+    """Pruned ELECTRA with ELECTRA's classification head, which reads the first token itself."""
+
+    _auto_class = "AutoModelForSequenceClassification"
+
+    def __init__(self, config: PrunedElectraConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.electra = PrunedElectraModel(config)
+        self.classifier = ElectraClassificationHead(config)
+        self.post_init()
+
+    def _logits(self, outputs: BaseModelOutputWithPooling) -> torch.Tensor:
+        return self.classifier(outputs.last_hidden_state)
+
+
+class PrunedElectraForMultipleChoice(_MultipleChoiceMixin, PrunedElectraPreTrainedModel):
+    """Pruned ELECTRA with ELECTRA's multiple-choice head (sequence summary -> linear)."""
+
+    _auto_class = "AutoModelForMultipleChoice"
+
+    def __init__(self, config: PrunedElectraConfig):
+        super().__init__(config)
+        self.electra = PrunedElectraModel(config)
+        self.sequence_summary = ElectraSequenceSummary(config)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    def _choice_logits(self, outputs: BaseModelOutputWithPooling) -> torch.Tensor:
+        return self.classifier(self.sequence_summary(outputs.last_hidden_state))
+
+
 __all__ = [
+    "PrunedDistilBertForMultipleChoice",
+    "PrunedDistilBertForSequenceClassification",
+    "PrunedDistilBertModel",
+    "PrunedDistilBertPreTrainedModel",
+    "PrunedElectraForMultipleChoice",
+    "PrunedElectraForSequenceClassification",
+    "PrunedElectraModel",
+    "PrunedElectraPreTrainedModel",
     "PrunedBertForMultipleChoice",
     "PrunedBertForSequenceClassification",
     "PrunedBertModel",

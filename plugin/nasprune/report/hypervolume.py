@@ -35,13 +35,19 @@ def run_trace(run: Run, norm: Normalisation, include_training_time: bool = True)
     return pd.DataFrame({"seconds": trace["elapsed_seconds"] + offset, "hypervolume": trace["hypervolume"]})
 
 
-def mean_trace(traces: Sequence[pd.DataFrame], grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation over runs of step-function traces on a common time grid
-    (before a run's first result its hypervolume is 0)."""
+def traces_on_grid(traces: Sequence[pd.DataFrame], grid: np.ndarray) -> np.ndarray:
+    """Step-function traces (``seconds``, ``hypervolume``) evaluated on a common time grid, one row
+    per run (before a run's first result its hypervolume is 0)."""
     values = []
     for trace in traces:
         times, volumes = trace["seconds"].to_numpy(float), trace["hypervolume"].to_numpy(float)
         index = np.searchsorted(times, grid, side="right") - 1
         values.append(np.where(index >= 0, volumes[np.clip(index, 0, None)], 0.0))
-    stacked = np.vstack(values)
+    return np.vstack(values)
+
+
+def mean_trace(traces: Sequence[pd.DataFrame], grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation over runs of step-function traces on a common time grid
+    (:func:`traces_on_grid`)."""
+    stacked = traces_on_grid(traces, grid)
     return stacked.mean(axis=0), stacked.std(axis=0)

@@ -8,10 +8,11 @@ from typing import Sequence
 
 import numpy as np
 
+from nasprune.analysis import SCORE_LEVELS, error_at_level
 from nasprune.report.runs import Run
 
-#: Fractions of the unpruned model's score drawn as horizontal lines on the error-vs-size curves.
-SCORE_LEVELS = (1.0, 0.95, 0.9)
+__all__ = ["ERRORS", "SCORE_LEVELS", "error_at_level", "smallest_at_level", "unpruned_error"]
+
 #: The errors of a run's rows: the searches optimise the first, the second is held out.
 ERRORS = ("valid_error", "test_error")
 
@@ -24,11 +25,6 @@ def unpruned_error(runs: Sequence[Run], column: str = "valid_error") -> float:
         if isinstance(r.summary.get("full_model"), dict) and r.summary["full_model"].get(column) is not None
     ]
     return float(np.median(values)) if values else math.nan
-
-
-def error_at_level(unpruned: float, level: float) -> float:
-    """The largest error whose score (``1 - error``) is ``level`` times the unpruned model's."""
-    return 1.0 - level * (1.0 - unpruned)
 
 
 def smallest_at_level(run: Run, size: str, max_error: float, error: str = "valid_error") -> float:

@@ -137,6 +137,8 @@ def load_run(path: str | os.PathLike) -> Run:
         raise NaspruneError(f"{path} is not a results folder: {err.filename} is missing") from None
     except (ValueError, pd.errors.ParserError) as err:
         raise NaspruneError(f"cannot read the results in {path}: {err}") from None
+    if "fidelity" in table.columns:  # multi-fidelity search: only full-fidelity results are compared
+        table = table[table["fidelity"] == 1.0].reset_index(drop=True)
     return Run(path, summary, table)
 
 

@@ -97,7 +97,7 @@ def run_ask_tell(
                 metrics = cache[key]
             else:
                 metrics = dict(evaluate(dict(trial.config)))
-                _check_metrics(metrics, wanted)
+                check_metrics(metrics, wanted)
                 cache[key] = metrics
             ask_tell.tell(trial, dict(metrics))
             records.append(
@@ -113,7 +113,8 @@ def run_ask_tell(
     return records
 
 
-def _check_metrics(metrics: dict[str, float], wanted: list[str]) -> None:
+def check_metrics(metrics: dict[str, float], wanted: list[str]) -> None:
+    """Refuse metrics that lack one the scheduler optimises or are not numbers; warn on non-finite ones."""
     missing = [name for name in wanted if name not in metrics]
     if missing:
         raise NaspruneError(

@@ -14,9 +14,20 @@ morea           Syne Tune's ``MultiObjectiveRegularizedEvolution``, population 1
                 population is completed with seeded random configs in ``points_to_evaluate``
 local_search    :class:`~nasprune.search.local_search.LocalSearch`
 nsga2           :class:`~nasprune.search.nsga2.NSGA2`, population 10
-ehvi            Syne Tune's ``ExpectedHyperVolumeImprovement`` (BoTorch; ``nasprune[ehvi]``),
-                single precision (see :func:`_make_ehvi`)
+ehvi            Syne Tune's ``ExpectedHyperVolumeImprovement`` (BoTorch; ``nasprune[bo]``, also
+                called ``nasprune[ehvi]``), single precision (see :func:`_make_ehvi`)
+lsbo            :class:`~nasprune.search.scalarised_bo.LSBO`: linear scalarisation with equal
+                weights, Bayesian optimisation (BoTorch; ``nasprune[bo]``)
+rsbo            :class:`~nasprune.search.scalarised_bo.RSBO`: a random weighting of the augmented
+                Chebyshev scalarisation per suggestion (ParEGO), Bayesian optimisation
+moasha          :class:`~nasprune.search.multifidelity.SeededMOASHA`: MO-ASHA over the reported
+                ``fidelity`` (validation fractions 1/9, 1/3, 1), random configs
 =============== ================================================================================
+
+With ``fidelities``, any of the single-fidelity methods runs behind MO-ASHA's rungs instead
+(its searcher suggests, the rungs stop weak candidates early). ``lsbo`` and ``rsbo`` take
+``searcher_kwargs`` such as ``weights`` (LSBO's fixed weights) and ``objective_bounds`` (for
+metrics not in [0, 1]; nasprune's are).
 
 Caveats of Syne Tune's EHVI, which we use as it is: it seeds torch's *global* generator with
 ``random_seed`` when constructed; when the GP fit fails it falls back to a random config
@@ -32,7 +43,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any
+from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 from syne_tune.config_space import Domain
@@ -46,11 +57,15 @@ from syne_tune.optimizer.schedulers.single_fidelity_scheduler import SingleFidel
 from nasprune.errors import NaspruneError
 from nasprune.search.encoding import Config, ConfigEncoder, SeededRandomSearcher
 from nasprune.search.local_search import LocalSearch
+from nasprune.search.multifidelity import FIDELITY_ATTR, SeededMOASHA, fidelity_levels
 from nasprune.search.nsga2 import NSGA2
+from nasprune.search.scalarised_bo import LSBO, RSBO
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("random_search", "morea", "local_search", "nsga2", "ehvi")
+METHODS = ("random_search", "morea", "local_search", "nsga2", "ehvi", "lsbo", "rsbo")
+#: Every method of :func:`make_scheduler`: the single-fidelity ones and MO-ASHA.
+SEARCH_METHODS = (*METHODS, "moasha")
 
 #: Population and tournament sizes of MO-REA and the population of NSGA-II (Klein et al. 2024).
 POPULATION_SIZE = 10
@@ -67,42 +82,84 @@ def make_scheduler(
     points_to_evaluate: list[Config] | None = None,
     random_seed: int | None = None,
     searcher_kwargs: dict[str, Any] | None = None,
+    fidelities: Sequence[float] | None = None,
+    config_key: Callable[[Config], Hashable] | None = None,
 ) -> TrialScheduler:
     """A Syne Tune scheduler that runs ``method`` over ``config_space``, minimising ``metrics``.
 
-    :param method: One of :data:`METHODS`.
+    :param method: One of :data:`SEARCH_METHODS`: a single-fidelity method of :data:`METHODS`,
+        or ``moasha`` (multi-fidelity, random configs).
     :param config_space: Syne Tune config space (e.g. ``SearchSpace.config_space``).
     :param metrics: Names of the reported metrics, all minimised (two or more for a front).
     :param points_to_evaluate: Configs evaluated first, in order (e.g. ``space.initial_design()``).
     :param random_seed: Seed; None draws one.
     :param searcher_kwargs: Extra arguments for the searcher's constructor (e.g.
-        ``num_restarts`` for EHVI, ``population_size`` for NSGA-II).
+        ``num_restarts`` for EHVI, ``population_size`` for NSGA-II, ``weights`` for LSBO).
+    :param fidelities: Multi-fidelity: the rungs, ascending to 1 (see
+        :func:`~nasprune.search.multifidelity.fidelity_levels`; ``moasha`` defaults to
+        1/9, 1/3, 1). The scheduler is then :class:`~nasprune.search.multifidelity.SeededMOASHA`
+        over the reported ``fidelity``, with ``method``'s searcher in front of it (random
+        configs for ``moasha``).
+    :param config_key: Multi-fidelity: what makes two configs the same candidate (e.g.
+        ``SearchSpace.to_subnet``), so that random configs are not repeated.
     :raises NaspruneError: For an unknown method, a missing optional dependency, or a
-        space too large for EHVI.
+        space too large for a Gaussian process.
     """
-    if method not in METHODS:
-        raise NaspruneError(f"unknown search method '{method}'; choose one of: {', '.join(METHODS)}")
+    if method not in SEARCH_METHODS:
+        raise NaspruneError(f"unknown search method '{method}'; choose one of: {', '.join(SEARCH_METHODS)}")
     if not metrics:
         raise NaspruneError("at least one metric is needed")
     if random_seed is None:
         random_seed = int(np.random.default_rng().integers(2**31 - 1))
     points = [dict(p) for p in points_to_evaluate or []]
-    kwargs = dict(searcher_kwargs or {})
-    searcher: BaseSearcher
-    if method == "random_search":
-        searcher = SeededRandomSearcher(config_space, points, random_seed=random_seed, **kwargs)
-    elif method == "local_search":
-        searcher = LocalSearch(config_space, points, random_seed=random_seed, **kwargs)
-    elif method == "nsga2":
-        kwargs.setdefault("population_size", POPULATION_SIZE)
-        searcher = NSGA2(config_space, points, random_seed=random_seed, **kwargs)
-    elif method == "morea":
-        searcher = _make_morea(config_space, points, random_seed, kwargs)
-    else:
-        searcher = _make_ehvi(config_space, points, random_seed, kwargs)
+    if method == "moasha" and fidelities is None:
+        fidelities = fidelity_levels()
+    if fidelities is not None:
+        levels = [float(f) for f in fidelities]
+        if not levels or levels != sorted(set(levels)) or levels[0] <= 0 or levels[-1] != 1.0:
+            raise NaspruneError(f"fidelities must ascend from above 0 to 1, got {levels}")
+        searcher = (
+            None if method == "moasha" else make_searcher(method, config_space, points, random_seed, searcher_kwargs)
+        )
+        return SeededMOASHA(
+            config_space, metrics, max_t=1.0, points_to_evaluate=points, grace_period=levels[0],
+            time_attr=FIDELITY_ATTR, random_seed=random_seed, config_key=config_key, searcher=searcher,
+            rung_levels=levels,
+        )
+    searcher = make_searcher(method, config_space, points, random_seed, searcher_kwargs)
     return SingleFidelityScheduler(
         config_space, metrics=list(metrics), do_minimize=True, searcher=searcher, random_seed=random_seed
     )
+
+
+def make_searcher(
+    method: str,
+    config_space: dict[str, Any],
+    points_to_evaluate: list[Config],
+    random_seed: int,
+    searcher_kwargs: dict[str, Any] | None = None,
+) -> BaseSearcher:
+    """The Syne Tune searcher of a single-fidelity ``method`` of :data:`METHODS` (see
+    :func:`make_scheduler` for the arguments)."""
+    if method not in METHODS:
+        raise NaspruneError(f"'{method}' has no searcher; choose one of: {', '.join(METHODS)}")
+    points = [dict(p) for p in points_to_evaluate]
+    kwargs = dict(searcher_kwargs or {})
+    if method == "random_search":
+        return SeededRandomSearcher(config_space, points, random_seed=random_seed, **kwargs)
+    if method == "local_search":
+        return LocalSearch(config_space, points, random_seed=random_seed, **kwargs)
+    if method == "nsga2":
+        kwargs.setdefault("population_size", POPULATION_SIZE)
+        return NSGA2(config_space, points, random_seed=random_seed, **kwargs)
+    if method == "morea":
+        return _make_morea(config_space, points, random_seed, kwargs)
+    if method in ("lsbo", "rsbo"):
+        _check_gp_space(method, config_space)
+        _require_botorch(method, "bo")
+        searcher_class = LSBO if method == "lsbo" else RSBO
+        return searcher_class(config_space, points, random_seed=random_seed, **kwargs)
+    return _make_ehvi(config_space, points, random_seed, kwargs)
 
 
 def _make_morea(
@@ -128,6 +185,23 @@ def _make_morea(
         raise NaspruneError(f"MO-REA cannot search this space: {err}") from None
 
 
+def _require_botorch(method: str, extra: str) -> None:
+    try:
+        importlib.import_module("botorch")
+    except ImportError:
+        raise NaspruneError(f"the '{method}' method needs BoTorch: pip install 'nasprune[{extra}]'") from None
+
+
+def _check_gp_space(method: str, config_space: dict[str, Any]) -> None:
+    num_variables = sum(isinstance(d, Domain) for d in config_space.values())
+    if num_variables > MAX_EHVI_VARIABLES:
+        raise NaspruneError(
+            f"the '{method}' method fits a Gaussian process over all {num_variables} variables, which "
+            f"is infeasible above {MAX_EHVI_VARIABLES}; use a smaller search space (small, medium, "
+            "layer) or another method (local_search, nsga2, morea, random_search)"
+        )
+
+
 def _make_ehvi(
     config_space: dict[str, Any], points: list[Config], seed: int, kwargs: dict[str, Any]
 ) -> BaseSearcher:
@@ -141,13 +215,7 @@ def _make_ehvi(
         raise NaspruneError(
             "the 'ehvi' method needs BoTorch: pip install 'nasprune[ehvi]'"
         ) from None
-    num_variables = sum(isinstance(d, Domain) for d in config_space.values())
-    if num_variables > MAX_EHVI_VARIABLES:
-        raise NaspruneError(
-            f"the 'ehvi' method fits a Gaussian process over all {num_variables} variables, which "
-            f"is infeasible above {MAX_EHVI_VARIABLES}; use a smaller search space (small, medium, "
-            "layer) or another method (local_search, nsga2, morea, random_search)"
-        )
+    _check_gp_space("ehvi", config_space)
     # Syne Tune 0.16 builds the reference point and the candidates in float32; with its
     # default double-precision GP, BoTorch >= 0.18 fails with "expected scalar type Double
     # but found Float" on the first model-based suggestion. Single precision works.

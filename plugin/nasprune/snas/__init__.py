@@ -3,7 +3,8 @@
 Klein et al. (2024), "Structural Pruning of Pre-trained Language Models via Neural
 Architecture Search", §4: each candidate is cut out of the *pre-trained* model and fine-tuned
 on its own. Here a Syne Tune ``Tuner`` runs the candidates as trials of the training script
-:mod:`nasprune.snas.worker` on a ``LocalBackend``. The worker reports validation error and size
+:mod:`nasprune.snas.worker` on a ``LocalBackend`` (or as Ray tasks on a cluster:
+:mod:`~nasprune.snas.ray_backend`). The worker reports validation error and size
 after every epoch, so that a multi-fidelity scheduler can stop weak candidates early:
 
 =============== ==================================================================================
@@ -12,7 +13,8 @@ method          scheduler
 moasha          :class:`SeededMOASHA`: MO-ASHA (Schmucker et al. 2021) over epochs; grace period
                 1 epoch, reduction factor 3, ``max_t`` = the epochs
 nsga2, ehvi,    :func:`nasprune.search.registry.make_scheduler`: single-fidelity, each trial
-morea,          is trained for all epochs and the searcher learns from its last epoch
+lsbo, rsbo,     is trained for all epochs and the searcher learns from its last epoch
+morea,
 local_search,
 random_search
 =============== ==================================================================================
@@ -36,6 +38,9 @@ The modules, one concept each:
   trace and plot;
 - :mod:`~nasprune.snas.launch`: :func:`run_standard_nas` (settings, budgets, Syne Tune's folder);
 - :mod:`~nasprune.snas.protocol`: what the launcher and its trials agree on;
+- :mod:`~nasprune.snas.storage`: the trial folders, on a local or shared disk or at a URI;
+- :mod:`~nasprune.snas.ray_backend`: trials as Ray tasks on a cluster (``backend="ray"``); not
+  imported here, as it imports Ray;
 - :mod:`~nasprune.snas.worker`: the trial (``python -m nasprune.snas.worker``); not imported here,
   as it loads torch.
 
@@ -46,6 +51,7 @@ The modules, one concept each:
 
 from nasprune.snas.journal import JOURNAL_FILE, TRIAL_STATUSES, TrialJournal, TrialRecord, trial_status
 from nasprune.snas.launch import (
+    BACKENDS,
     WORKER_SCRIPT,
     default_max_failures,
     default_threads_per_worker,
@@ -53,14 +59,8 @@ from nasprune.snas.launch import (
 )
 from nasprune.snas.protocol import CHECKPOINT_POINTER, CHECKPOINT_PROGRESS, TUNER_PID_ENV
 from nasprune.snas.resume import replay
-from nasprune.snas.schedulers import (
-    STANDARD_NAS_METHODS,
-    ParetoRankPriority,
-    SeededMOASHA,
-    TrialLimit,
-    make_standard_nas_scheduler,
-    pareto_ranks,
-)
+from nasprune.search.multifidelity import ParetoRankPriority, SeededMOASHA, pareto_ranks
+from nasprune.snas.schedulers import STANDARD_NAS_METHODS, TrialLimit, make_standard_nas_scheduler
 from nasprune.snas.tables import (
     TRIALS_TABLE,
     StandardNASResult,
@@ -70,6 +70,7 @@ from nasprune.snas.tables import (
 )
 
 __all__ = [
+    "BACKENDS",
     "CHECKPOINT_POINTER",
     "CHECKPOINT_PROGRESS",
     "JOURNAL_FILE",

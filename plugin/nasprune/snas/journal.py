@@ -62,15 +62,18 @@ class TrialRecord:
     continues: int | None = None
     #: Syne Tune's folder of the trial (``std.err``, ``std.out``, checkpoints).
     path: str | None = None
+    #: The Ray nodes the trial ran on, one per attempt (a retry after its node was lost adds
+    #: one); empty on the local backend.
+    nodes: list[str] = field(default_factory=list)
 
 
 class TrialJournal:
     """The record of a standard-NAS experiment: ``trials.jsonl`` in its output folder.
 
     One JSON object per line, appended and flushed to disk as things happen: the settings
-    (first line), each run of the command, each trial's start (config), every result it
-    reports, its end (status and error), and now and then the time spent. A line cut off by a
-    crash is ignored. Rerunning the command on the same folder continues the experiment from it:
+    (first line), each run of the command, each trial's start (config), on Ray the node each
+    attempt of it ran on, every result it reports, its end (status and error), and now and then
+    the time spent. A line cut off by a crash is ignored. Rerunning the command on the same folder continues the experiment from it:
     finished trials are replayed into the new scheduler (so that it learns from them and does
     not suggest them again) and count against the budget (trials and wall-clock time), and
     trials that were running when the tuner died are started again first, from their last
@@ -178,6 +181,8 @@ class TrialJournal:
             )
         elif kind == "result":
             self.trials[int(event["trial_id"])].results.append(event["result"])
+        elif kind == "placed":
+            self.trials[int(event["trial_id"])].nodes.append(str(event["node"]))
         elif kind == "end":
             record = self.trials[int(event["trial_id"])]
             record.status, record.error = event["status"], event.get("error")
@@ -212,6 +217,10 @@ class TrialJournal:
         result = {k: v for k, v in result.items() if not k.startswith("config_")}
         result[ST_TUNER_TIME] = self.elapsed()
         self._append({"event": "result", "trial_id": trial_id, "result": result})
+
+    def record_placement(self, trial_id: int, node: str) -> None:
+        """Note that an attempt of a trial started on the Ray node ``node``."""
+        self._append({"event": "placed", "trial_id": trial_id, "node": node})
 
     def record_end(self, trial_id: int, status: str, error: str | None = None) -> None:
         """Note a trial's end: one of :data:`TRIAL_STATUSES`, and the error of a failed one."""

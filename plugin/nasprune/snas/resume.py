@@ -2,9 +2,9 @@
 
 While the tuner runs, :class:`JournalCallback` and :func:`record_ends` write each trial's start,
 results and end into the journal. When the command is run again, :func:`recover_unread_reports`
-and :func:`replay` tell a new scheduler what the earlier runs did, and
-:class:`ContinuingLocalBackend` continues their trial ids and restarts unfinished trials from
-their checkpoints.
+and :func:`replay` tell a new scheduler what the earlier runs did, and the backend
+(:class:`ContinuingTrials`: :class:`ContinuingLocalBackend`, or the Ray backend) continues their
+trial ids and restarts unfinished trials from their checkpoints.
 """
 
 from __future__ import annotations
@@ -21,14 +21,21 @@ from syne_tune.optimizer.scheduler import SchedulerDecision, TrialScheduler
 from syne_tune.tuner_callback import TunerCallback
 
 from nasprune.search.encoding import Config
+from nasprune.snas import storage
 from nasprune.snas.journal import TrialJournal, trial_status
 from nasprune.snas.protocol import CHECKPOINT_POINTER, CHECKPOINT_PROGRESS
 
 
-class ContinuingLocalBackend(LocalBackend):
-    """A ``LocalBackend`` for a resumable experiment: trial ids continue after those of earlier
-    runs (all trials of the experiment share one Syne Tune folder), and a trial that continues
-    an interrupted one starts from that trial's checkpoint when there is one."""
+class ContinuingTrials:
+    """What a Syne Tune ``TrialBackend`` of a resumable experiment adds: trial ids continue after
+    those of earlier runs (all trials of the experiment share one folder), and a trial that
+    continues an interrupted one starts from that trial's checkpoint when there is one.
+
+    Mixed into :class:`ContinuingLocalBackend` and the Ray backend
+    (:class:`nasprune.snas.ray_backend.RayTrialBackend`), before the backend class.
+    """
+
+    trial_ids: list[int]
 
     def __init__(self, *args: Any, first_trial_id: int = 0, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -42,7 +49,11 @@ class ContinuingLocalBackend(LocalBackend):
     def start_trial(self, config: dict[str, Any], checkpoint_trial_id: int | None = None) -> Any:
         if checkpoint_trial_id is not None:
             self.continues[self.new_trial_id()] = checkpoint_trial_id
-        return super().start_trial(config, checkpoint_trial_id)
+        return super().start_trial(config, checkpoint_trial_id)  # type: ignore[misc]
+
+
+class ContinuingLocalBackend(ContinuingTrials, LocalBackend):
+    """A ``LocalBackend`` for a resumable experiment (:class:`ContinuingTrials`)."""
 
     def copy_checkpoint(self, src_trial_id: int, tgt_trial_id: int) -> None:
         if self.checkpoint_trial_path(src_trial_id).is_dir():  # none when it died before its first epoch
@@ -53,7 +64,7 @@ class JournalCallback(TunerCallback):
     """Writes each trial's start, every result and its end into the :class:`TrialJournal` as
     they happen, so that a killed tuner leaves a complete record of what it did."""
 
-    def __init__(self, journal: TrialJournal, backend: ContinuingLocalBackend, epochs: int):
+    def __init__(self, journal: TrialJournal, backend: Any, epochs: int):
         self.journal = journal
         self.backend = backend
         self.epochs = epochs
@@ -77,12 +88,13 @@ class JournalCallback(TunerCallback):
 
 
 def checkpointed_reports(checkpoint_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The reports a trial saved with its last checkpoint; [] when it has none (or a damaged
-    one, which the worker itself refuses when it resumes)."""
-    folder = Path(checkpoint_dir)
+    """The reports a trial saved with its last checkpoint (a folder or a storage URI); [] when it
+    has none (or a damaged one, which the worker itself refuses when it resumes)."""
+    folder = str(checkpoint_dir)
     try:
-        name = json.loads((folder / CHECKPOINT_POINTER).read_text())["folder"]
-        reports = json.loads((folder / Path(str(name)).name / CHECKPOINT_PROGRESS).read_text())["reports"]
+        name = json.loads(storage.read_text(storage.join(folder, CHECKPOINT_POINTER)))["folder"]
+        progress = storage.read_text(storage.join(folder, Path(str(name)).name, CHECKPOINT_PROGRESS))
+        reports = json.loads(progress)["reports"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
     return [r for r in reports if isinstance(r, dict) and "epoch" in r] if isinstance(reports, list) else []
@@ -97,7 +109,7 @@ def recover_unread_reports(journal: TrialJournal) -> None:
         if last.status is not None or last.path is None:
             continue
         known = {int(result["epoch"]) for result in journal.chain_results(chain)}
-        for report in checkpointed_reports(Path(last.path) / "checkpoints"):
+        for report in checkpointed_reports(storage.join(last.path, "checkpoints")):
             if int(report["epoch"]) not in known:
                 journal.record_result(last.trial_id, report)
 
@@ -150,7 +162,7 @@ def last_error_line(trial_path: str | os.PathLike | None) -> str | None:
     if trial_path is None:
         return None
     try:
-        lines = (Path(trial_path) / "std.err").read_text(errors="replace").splitlines()
+        lines = storage.read_text(storage.join(str(trial_path), "std.err")).splitlines()
     except OSError:
         return None
     lines = [line.strip() for line in lines if line.strip()]

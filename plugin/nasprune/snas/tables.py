@@ -20,6 +20,7 @@ from nasprune import analysis
 from nasprune.files import save_figure_atomic, write_csv_atomic, write_json_atomic
 from nasprune.results import SearchResult, build_summary, layout_columns, result_row, write_results
 from nasprune.snas.journal import JOURNAL_FILE, TRIAL_STATUSES, TrialJournal
+from nasprune.snas import storage
 from nasprune.snas.protocol import LATENCY_REPORTED, REPORTED
 from nasprune.spaces import SearchSpace
 
@@ -114,8 +115,11 @@ def write_trials_table(journal: TrialJournal, space: SearchSpace, output_dir: Pa
 
     Columns: ``trial_id``, ``status``, ``epochs`` (run), ``valid_error`` and ``relative_params`` of
     its best epoch (NaN without one), ``error`` (the last line of a failed trial's error output),
-    ``restarts``, ``log``, ``config_<variable>`` (spaces of at most 64 variables) and ``subnet``.
+    ``restarts``, ``log``, ``config_<variable>`` (spaces of at most 64 variables) and ``subnet``;
+    on Ray also ``nodes``: the node of each attempt, ``;``-separated (a trial retried after its node
+    was lost ran on more than one).
     """
+    on_ray = any(record.nodes for record in journal.trials.values())
     rows = []
     for first, chain in journal.experiment_trials().items():
         results = journal.chain_results(chain)
@@ -127,7 +131,9 @@ def write_trials_table(journal: TrialJournal, space: SearchSpace, output_dir: Pa
         measured["relative_params"] = best.get("relative_params", float("nan"))
         measured["error"] = next((r.error for r in reversed(chain) if r.error), "")
         measured["restarts"] = len(chain) - 1
-        measured["log"] = str(Path(chain[-1].path) / "std.err") if chain[-1].path else ""
+        measured["log"] = storage.join(chain[-1].path, "std.err") if chain[-1].path else ""
+        if on_ray:
+            measured["nodes"] = ";".join(node for record in chain for node in record.nodes)
         row = result_row(first, space.to_subnet(config), measured, config=config)
         # trials.csv keeps its own order (the status first) and, of the layout, only ``subnet``.
         config_columns = [name for name in row if name.startswith("config_")]
@@ -203,6 +209,6 @@ def write_standard_nas_outputs(
     files["hypervolume_plot"] = plot_hypervolume(trace, output_dir / "hypervolume_over_time.png", title)
     files["trials_table"] = output_dir / TRIALS_TABLE
     files["journal"] = output_dir / JOURNAL_FILE
-    summary["files"] = {name: str(path) for name, path in files.items()}
+    summary["files"] = {name: str(Path(path).resolve()) for name, path in files.items()}
     write_json_atomic(summary, files["summary"])
     return StandardNASResult(table, summary, output_dir, files, trace, results, tuner)

@@ -46,7 +46,7 @@ import os
 import shutil
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from syne_tune import Reporter
@@ -278,8 +278,14 @@ def _set_threads(num_threads: int | None) -> None:
         torch.set_num_threads(num_threads)
 
 
-def run_trial(args: argparse.Namespace, variables: dict[str, Any], report: Reporter | None = None) -> list[dict]:
+def run_trial(
+    args: argparse.Namespace, variables: dict[str, Any], report: Callable[..., None] | None = None
+) -> list[dict]:
     """Fine-tune the sub-network ``variables`` describe and report after every epoch.
+
+    :param report: Called with each epoch's result as keyword arguments, after its checkpoint
+        was saved; default: Syne Tune's ``Reporter`` (a line on stdout, which ``LocalBackend``
+        reads).
 
     :return: the reports of this run (a resumed trial reports only the epochs it trains).
     """
@@ -364,7 +370,8 @@ def run_trial(args: argparse.Namespace, variables: dict[str, Any], report: Repor
     return reports
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def configure_trial_process() -> None:
+    """Logging and library settings of a process that runs trials (this script, or a Ray worker)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("nasprune").setLevel(logging.INFO)
@@ -375,6 +382,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure_trial_process()
     watch_tuner()
     try:
         args, variables = parse_config(argv)

@@ -50,6 +50,13 @@ class FamilyAdapter:
         """Logits from the last hidden states ``[N, T, d]``; ``[N, 1]`` per choice for multiple choice."""
         raise NotImplementedError
 
+    def logits(
+        self, model: nn.Module, sequence_output: torch.Tensor, task_kind: str, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """:meth:`head_logits`; families whose head reads the padding mask ``[N, T]`` (True = token,
+        None = no padding), e.g. to average over tokens, override this instead."""
+        return self.head_logits(model, sequence_output, task_kind)
+
     # --- shared structure of BERT-like models ---------------------------------------------
     def base_model(self, model: nn.Module) -> nn.Module:
         return getattr(model, self.base_attr)
@@ -57,8 +64,24 @@ class FamilyAdapter:
     def embeddings(self, model: nn.Module) -> nn.Module:
         return self.base_model(model).embeddings
 
+    def embed(
+        self, model: nn.Module, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None
+    ) -> torch.Tensor:
+        """What the first encoder layer reads, ``[N, T, d]``, for ``[N, T]`` token ids."""
+        return self.embeddings(model)(input_ids=input_ids, token_type_ids=token_type_ids)
+
     def layers(self, model: nn.Module) -> nn.ModuleList:
         return self.base_model(model).encoder.layer
+
+    def per_token_modules(self, model: nn.Module) -> list[nn.Module]:
+        """Modules outside the encoder layers that run on every token (ELECTRA's embedding
+        projection); the others there (pooler, task head) run once per sequence."""
+        return []
+
+    def encoder_layer_modules(self, model: nn.Module) -> list[LayerModules]:
+        """The :class:`LayerModules` of every encoder layer, bottom first (override where a layer's
+        forward reads modules of the model, such as a shared rotary embedding)."""
+        return [self.layer_modules(layer) for layer in self.layers(model)]
 
     def layer_modules(self, layer: nn.Module) -> LayerModules:
         """Name the modules of one encoder layer by their role."""
@@ -253,7 +276,7 @@ class SuperNetwork(nn.Module):
         length = input_ids.shape[-1]
         flat_ids = input_ids.reshape(-1, length)
         flat_types = None if token_type_ids is None else token_type_ids.reshape(-1, length)
-        hidden = self._adapter.embeddings(self.model)(input_ids=flat_ids, token_type_ids=flat_types)
+        hidden = self._adapter.embed(self.model, flat_ids, flat_types)
         hidden = hidden.view(*lead, length, hidden.shape[-1])
         if attention_mask is None:
             return hidden, None
@@ -279,7 +302,9 @@ class SuperNetwork(nn.Module):
         length, width = hidden.shape[-2:]
         flat_mask = None if ext_mask is None else ext_mask.reshape(-1, 1, 1, length)
         sequence_output = self.encode(hidden.reshape(-1, length, width), flat_mask)
-        logits = self._adapter.head_logits(self.model, sequence_output, self._task_kind)
+        # The additive mask is 0 exactly at the tokens (see embed).
+        tokens = None if flat_mask is None else flat_mask.reshape(-1, length) == 0
+        logits = self._adapter.logits(self.model, sequence_output, self._task_kind, tokens)
         if multiple_choice:
             logits = logits.view(hidden.shape[0], hidden.shape[1])
         return logits
@@ -310,7 +335,7 @@ def encoder_layers(model: nn.Module) -> list[LayerModules]:
     :class:`SuperNetwork`), named by their role, bottom layer first."""
     hf_model = unwrap(model)
     adapter = get_adapter(getattr(hf_model.config, "model_type", ""))
-    return [adapter.layer_modules(layer) for layer in adapter.layers(hf_model)]
+    return adapter.encoder_layer_modules(hf_model)
 
 
 #: Task-head output layers of HF checkpoints: their rows are the head's outputs.

@@ -11,12 +11,19 @@ first compiled into a :class:`LayerPlan` per layer; the forward then has a singl
 
 In both modes a layer with no kept head skips its attention block and one with no kept unit skips
 its FFN block: the residual stream passes through unchanged (no bias, no LayerNorm).
+
+Families beyond BERT describe their layers with the same :class:`LayerModules`, using its optional
+parts: fused projections as :class:`LinearPart` views (``Wqkv``, a gated ``Wi``), a gated FFN's
+second input projection (``ffn_up``), pre-norm blocks (``pre_norm``), and an ``attend`` function
+for attention that is more than scaled dot products (rotary embeddings, sliding windows, relative
+positions). ``attend`` receives only the kept heads' queries, keys and values, so slicing still
+holds for such families.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence, Union
+from typing import Callable, Protocol, Sequence, Union
 
 import numpy as np
 import torch
@@ -31,22 +38,84 @@ MODES = ("slice", "mask")
 Selector = Union[None, slice, torch.Tensor]
 
 
+class LinearPart:
+    """Part ``part`` of ``parts`` equal chunks of a fused linear layer's output features.
+
+    ``weight`` and ``bias`` are views of the fused parameters, so reading, slicing, counting and
+    permuting a part (in place) act on the shared weights, as they do for a plain ``nn.Linear``.
+    """
+
+    def __init__(self, linear: nn.Linear, part: int, parts: int):
+        if linear.out_features % parts:
+            raise ValueError(f"{linear.out_features} output features do not split into {parts} parts")
+        self.linear, self.part, self.parts = linear, part, parts
+        self.out_features = linear.out_features // parts
+        self.in_features = linear.in_features
+
+    def _chunk(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.narrow(0, self.part * self.out_features, self.out_features)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self._chunk(self.linear.weight)
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return None if self.linear.bias is None else self._chunk(self.linear.bias)
+
+
+Linear = Union[nn.Linear, LinearPart]
+
+
+class AttendFunction(Protocol):
+    """Attention of the kept heads: ``[N, h, T, dh]`` queries, keys, values -> ``[N, h, T, dh]`` context.
+
+    ``heads`` selects the kept heads' features (as :attr:`LayerPlan.head_rows`), for families whose
+    attention reads more per-head weights (relative-position projections).
+    """
+
+    def __call__(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        ext_mask: torch.Tensor | None,
+        dropout_p: float,
+        scale: float,
+        heads: "Selector",
+    ) -> torch.Tensor: ...
+
+
 @dataclass(frozen=True)
 class LayerModules:
-    """The HF modules of one encoder layer that the forward reads, named by role."""
+    """The HF modules of one encoder layer that the forward reads, named by role.
 
-    query: nn.Linear
-    key: nn.Linear
-    value: nn.Linear
-    attn_probs_dropout: nn.Dropout
+    The required fields describe a BERT layer (post-norm: ``norm(x + block(x))``). Other families
+    set the optional ones: ``ffn_up`` for a gated FFN (``activation(ffn_in(x)) * ffn_up(x)``; a
+    unit is a pair of rows), ``ffn_inner_dropout`` for dropout before the output projection,
+    ``pre_norm`` for ``x + block(norm(x))``, ``attend`` for attention other than scaled dot
+    products with an additive mask, and ``head_projections`` for further projections with
+    ``head_dim`` output rows per head that ``attend`` reads (DeBERTa's separate relative-position
+    key and query projections): counted, exported and rewired with the head.
+    """
+
+    query: Linear
+    key: Linear
+    value: Linear
+    attn_probs_dropout: nn.Module
     attn_out: nn.Linear
     attn_out_dropout: nn.Module
     attn_norm: nn.Module
-    ffn_in: nn.Linear
+    ffn_in: Linear
     activation: Callable[[torch.Tensor], torch.Tensor]
     ffn_out: nn.Linear
     ffn_out_dropout: nn.Module
     ffn_norm: nn.Module
+    ffn_up: Linear | None = None
+    ffn_inner_dropout: nn.Module | None = None
+    pre_norm: bool = False
+    attend: AttendFunction | None = None
+    head_projections: tuple[Linear, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,7 +199,7 @@ def scaled_plan(subnet: SubNetwork, head_scale: torch.Tensor, unit_scale: torch.
     ]
 
 
-def _linear_rows(x: torch.Tensor, linear: nn.Linear, rows: Selector) -> torch.Tensor:
+def linear_rows(x: torch.Tensor, linear: Linear, rows: Selector) -> torch.Tensor:
     """``linear(x)`` restricted to the selected output features."""
     weight, bias = linear.weight, linear.bias
     if isinstance(rows, slice):
@@ -177,23 +246,34 @@ class SubnetEncoder:
         self, x: torch.Tensor, ext_mask: torch.Tensor | None, m: LayerModules, plan: LayerPlan
     ) -> torch.Tensor:
         batch, length, _ = x.shape
+        source = m.attn_norm(x) if m.pre_norm else x
         split = (batch, length, -1, self.shape.head_dim)
-        q = _linear_rows(x, m.query, plan.head_rows).view(split).transpose(1, 2)
-        k = _linear_rows(x, m.key, plan.head_rows).view(split).transpose(1, 2)
-        v = _linear_rows(x, m.value, plan.head_rows).view(split).transpose(1, 2)
-        dropout_p = m.attn_probs_dropout.p if m.attn_probs_dropout.training else 0.0
-        context = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=ext_mask, dropout_p=dropout_p, scale=self.scale
-        )
+        q = linear_rows(source, m.query, plan.head_rows).view(split).transpose(1, 2)
+        k = linear_rows(source, m.key, plan.head_rows).view(split).transpose(1, 2)
+        v = linear_rows(source, m.value, plan.head_rows).view(split).transpose(1, 2)
+        dropout = m.attn_probs_dropout
+        # Families without attention-probability dropout hand an nn.Identity, which has no ``p``.
+        dropout_p = getattr(dropout, "p", 0.0) if dropout.training else 0.0
+        if m.attend is None:
+            context = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=ext_mask, dropout_p=dropout_p, scale=self.scale
+            )
+        else:
+            context = m.attend(q, k, v, ext_mask, dropout_p, self.scale, plan.head_rows)
         if plan.head_scale is not None:
             context = context * plan.head_scale.to(context.dtype).view(1, -1, 1, 1)
         context = context.transpose(1, 2).reshape(batch, length, -1)
         out = m.attn_out_dropout(_linear_cols(context, m.attn_out, plan.head_rows))
-        return m.attn_norm(out + x)
+        return x + out if m.pre_norm else m.attn_norm(out + x)
 
     def _ffn(self, x: torch.Tensor, m: LayerModules, plan: LayerPlan) -> torch.Tensor:
-        inner = m.activation(_linear_rows(x, m.ffn_in, plan.unit_rows))
+        source = m.ffn_norm(x) if m.pre_norm else x
+        inner = m.activation(linear_rows(source, m.ffn_in, plan.unit_rows))
+        if m.ffn_up is not None:
+            inner = inner * linear_rows(source, m.ffn_up, plan.unit_rows)
         if plan.unit_scale is not None:
             inner = inner * plan.unit_scale.to(inner.dtype)
+        if m.ffn_inner_dropout is not None:
+            inner = m.ffn_inner_dropout(inner)
         out = m.ffn_out_dropout(_linear_cols(inner, m.ffn_out, plan.unit_rows))
-        return m.ffn_norm(out + x)
+        return x + out if m.pre_norm else m.ffn_norm(out + x)

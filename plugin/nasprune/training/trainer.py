@@ -4,6 +4,11 @@ Every step runs the sub-networks a :class:`~nasprune.training.strategies.Strateg
 their gradients and takes one AdamW step under a linear schedule with warm-up. After
 every epoch the largest and smallest sub-networks are evaluated and a checkpoint is
 saved, so an interrupted run resumes from its last finished epoch.
+
+Forward passes and losses run under the run's :class:`~nasprune.accelerator.Precision` (autocast;
+fp16 with a gradient scaler). Losses are summed on the device and read back only every
+:attr:`Trainer.log_every` steps: reading a CUDA number waits for every queued kernel, and one read
+per sub-network would keep the GPU idle between them.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from nasprune.accelerator import Precision
 from nasprune.errors import NaspruneError
 from nasprune.memory import release_free_memory
 from nasprune.subnet import SubNetwork
@@ -119,6 +125,18 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def _read_loss(running: torch.Tensor | float, epoch: int, step: int) -> float:
+    """The epoch's summed loss so far as a number (a host sync); refused once it is not finite.
+
+    A non-finite loss stays non-finite in the sum, so a divergence is caught at the next read."""
+    value = float(running)
+    if not math.isfinite(value):
+        raise NaspruneError(
+            f"training diverged (loss {value}) in epoch {epoch + 1}, by step {step}; try a smaller --learning-rate"
+        )
+    return value
+
+
 class Trainer:
     """Trains a :class:`SuperNetwork` with a strategy; one optimizer step per batch.
 
@@ -129,6 +147,10 @@ class Trainer:
     :param regression: True for a regression head (MSE instead of cross-entropy)
     :param evaluate: ``evaluate(subnet) -> metric`` on the validation split, or None
     :param save: ``save(epoch, history, trainer_state)`` called after every epoch
+    :param precision: a :class:`Precision`, its name (``fp32``, ``bf16``, ``fp16``) or None (the
+        process default, :func:`nasprune.accelerator.default_precision`), on the model's device
+    :param log_every: steps between reads of the running loss (the progress bar and the divergence
+        check); every read waits for the device
     """
 
     def __init__(
@@ -141,8 +163,12 @@ class Trainer:
         evaluate: Callable[[SubNetwork], float] | None = None,
         save: Callable[[int, list[EpochRecord], dict], None] | None = None,
         progress: bool = True,
+        precision: Precision | str | None = None,
+        log_every: int = 25,
     ):
         config.validate()
+        if log_every < 1:
+            raise NaspruneError(f"log_every must be at least 1, got {log_every}")
         self.supernet = supernet
         self.strategy = strategy
         self.train_loader = train_loader
@@ -160,6 +186,10 @@ class Trainer:
             self.optimizer, math.ceil(config.warmup_ratio * self.total_steps), self.total_steps
         )
         self.rng = np.random.default_rng(config.seed)
+        self.device = next(supernet.parameters()).device
+        self.precision = precision if isinstance(precision, Precision) else Precision.on(precision, self.device)
+        self.scaler = self.precision.grad_scaler()
+        self.log_every = log_every
         self.history: list[EpochRecord] = []
         self.start_epoch = 0
 
@@ -176,6 +206,8 @@ class Trainer:
         }
         if torch.cuda.is_available():  # dropout on the GPU draws from these generators
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if self.scaler.is_enabled():  # fp16: the loss scale it has settled on
+            state["grad_scaler"] = self.scaler.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -189,48 +221,65 @@ class Trainer:
             # A run resumed on fewer GPUs restores the generators it has.
             for index, generator_state in enumerate(cuda_states[: torch.cuda.device_count()]):
                 torch.cuda.set_rng_state(generator_state.cpu(), index)
+        if self.scaler.is_enabled() and state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.history = [EpochRecord(**r) for r in state["history"]]
         self.start_epoch = int(state["epoch"])
 
     # --- the loop -----------------------------------------------------------------------
+    def autocast(self):
+        """The context of forward passes and losses (subclasses' :meth:`train_step` use it too)."""
+        return self.precision.autocast()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()``, through the fp16 loss scale when there is one."""
+        self.scaler.scale(loss).backward()
+
     def optimizer_step(self) -> None:
         """Clip the summed gradients, take one AdamW and one schedule step, clear the gradients:
         the end of every training step (subclasses that override :meth:`train_step` call it too)."""
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         torch.nn.utils.clip_grad_norm_(self.supernet.parameters(), self.config.max_grad_norm)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # a plain step unless fp16 (which skips a step with inf gradients)
+        self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def train_step(self, batch: dict, step: int) -> float:
-        """One optimizer step on ``batch`` over every sub-network the strategy plans; the summed loss."""
+    def train_step(self, batch: dict, step: int) -> torch.Tensor:
+        """One optimizer step on ``batch`` over every sub-network the strategy plans; the summed
+        loss as a 0-d tensor on the device (reading it waits for the device: see :attr:`log_every`)."""
         labels = batch.pop("labels")
         # Every sub-network starts from the same embeddings: compute them once per step, and
         # send the summed gradient back through them once, after the last sub-network.
-        embedded, ext_mask = self.supernet.embed(**batch)
+        with self.autocast():
+            embedded, ext_mask = self.supernet.embed(**batch)
         shared = embedded.detach().requires_grad_()
         teacher = None
-        total = 0.0
+        total = torch.zeros((), device=labels.device)
         for task in self.strategy.plan(step, self.total_steps, self.rng):
-            with self.supernet.select(task.subnet):
-                logits = self.supernet.forward_from_embeddings(shared, ext_mask)
-            if task.loss == DISTILL:
-                loss = distillation_loss(
-                    logits, teacher, labels, self.config.temperature, self.regression
-                )
-            else:
-                loss = label_loss(logits, labels, self.regression)
-                if self.strategy.distills and teacher is None:
-                    teacher = logits.detach()
-            loss.backward()
-            total += loss.item()
+            with self.autocast():
+                with self.supernet.select(task.subnet):
+                    logits = self.supernet.forward_from_embeddings(shared, ext_mask)
+                if task.loss == DISTILL:
+                    loss = distillation_loss(
+                        logits, teacher, labels, self.config.temperature, self.regression
+                    )
+                else:
+                    loss = label_loss(logits, labels, self.regression)
+                    if self.strategy.distills and teacher is None:
+                        teacher = logits.detach()
+            self.backward(loss)
+            total += loss.detach().float()
         if shared.grad is not None:
+            # shared.grad carries the loss scale already; embedded's graph takes it as it is.
             embedded.backward(shared.grad)
         self.optimizer_step()
         return total
 
     def train(self) -> list[EpochRecord]:
         """Train the remaining epochs (all of them, unless resumed); the history of every epoch."""
-        device = next(self.supernet.parameters()).device
+        device = self.device
         if self.start_epoch == 0:  # a resumed run restored its generator state instead
             torch.manual_seed(self.config.seed)
         for epoch in range(self.start_epoch, self.config.epochs):
@@ -238,7 +287,9 @@ class Trainer:
             sampler = getattr(self.train_loader, "batch_sampler", None)
             if hasattr(sampler, "set_epoch"):  # the same batch order after a resume
                 sampler.set_epoch(epoch)
-            start, running = time.perf_counter(), 0.0
+            start = time.perf_counter()
+            # Summed on the device; read (a host sync) every log_every steps, see _read_loss.
+            running: torch.Tensor | float = torch.zeros((), device=device)
             bar = tqdm(
                 self.train_loader,
                 desc=f"epoch {epoch + 1}/{self.config.epochs}",
@@ -246,19 +297,17 @@ class Trainer:
                 dynamic_ncols=True,
             )
             for i, batch in enumerate(bar):
-                loss = self.train_step(_to_device(batch, device), epoch * self.steps_per_epoch + i)
-                if not math.isfinite(loss):
-                    raise NaspruneError(
-                        f"training diverged (loss {loss}) at epoch {epoch + 1}, step {i}; "
-                        "try a smaller --learning-rate"
-                    )
-                running += loss
-                bar.set_postfix(loss=f"{running / (i + 1):.4f}")
+                running = running + self.train_step(_to_device(batch, device), epoch * self.steps_per_epoch + i)
+                if (i + 1) % self.log_every == 0 or i + 1 == self.steps_per_epoch:
+                    bar.set_postfix(loss=f"{_read_loss(running, epoch, i) / (i + 1):.4f}")
                 if i % 50 == 49:  # random sub-networks: activations of new shapes every step
                     release_free_memory()
             # Never save weights a diverged run produced: the loss can stay finite while they blow up.
             check_parameters_sane(self.supernet, f"in epoch {epoch + 1}")
-            record = EpochRecord(epoch + 1, running / self.steps_per_epoch, time.perf_counter() - start)
+            record = EpochRecord(
+                epoch + 1, _read_loss(running, epoch, self.steps_per_epoch - 1) / self.steps_per_epoch,
+                time.perf_counter() - start,
+            )
             if self.evaluate is not None:
                 record.metrics = {
                     "valid_metric_largest": self.evaluate(self.strategy.largest),
