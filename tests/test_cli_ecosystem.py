@@ -49,7 +49,7 @@ def test_help_shows_defaults_but_not_empty_ones():
         assert "==SUPPRESS==" not in text, name
     search = " ".join(_command_parsers()["search"].format_help().split())
     assert "batch size of the validation and test measurements (default: 128)" in search
-    assert "(default: error,params)" in search
+    assert "(default: error,macs)" in search
     # A help text that explains its default in words gets no second one.
     export = " ".join(_command_parsers()["export"].format_help().split())
     assert "(default 0) (default" not in export
