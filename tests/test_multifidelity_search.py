@@ -174,7 +174,7 @@ def test_low_fidelity_results_never_reach_the_front(checkpoint, tmp_path, monkey
     assert (table.loc[low, "valid_error"] == 0).all()
     assert not table.loc[low, "pareto"].any() and table.loc[low, "test_error"].isna().all()
     full = table[~low]
-    metrics = ["valid_error", "relative_params"]
+    metrics = ["valid_error", "relative_macs"]
     assert table["pareto"].sum() == analysis.pareto_mask(full[metrics].to_numpy(dtype=float)).sum() > 0
     assert full.loc[full["pareto"], "test_error"].notna().all()
     assert summary["hypervolume"] == pytest.approx(
