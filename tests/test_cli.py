@@ -161,6 +161,7 @@ def test_train_supernet_rewires_by_a_finetuned_model(workspace):
     record = json.loads((out / "epoch-1" / "nasprune.json").read_text())["rewiring"]
     assert record["source"] == str(workspace / "ft-for-rewiring" / "epoch-1") and record["num_examples"] == 32
     assert sorted(record["head"][0]) == list(range(4))
+    assert record["started_from_source"] is True  # --start-from-finetuned is the default
 
 
 @pytest.mark.parametrize(

@@ -172,11 +172,11 @@ def train_supernet(
             # network then begins where plain fine-tuning ended. Its importance is its own.
             started_from = _verified_model_folder(rewiring.source)
             start = load_hf_model(started_from, task_data.spec.kind, task_data.num_labels)
-            if SuperNetwork(start).shape != supernet.shape:
+            started = SuperNetwork(start)
+            if started.shape != supernet.shape:
                 raise NaspruneError(f"--rewire-from {started_from} has another shape than {model}")
             start.config.id2label, start.config.label2id = hf_model.config.id2label, hf_model.config.label2id
-            hf_model = start
-            supernet = SuperNetwork(hf_model).to(device)
+            hf_model, supernet = start, started.to(device)
             rewiring = replace(rewiring, source=None)
         rewiring_record = _rewire(supernet, rewiring, encoded["train"], tokenizer, task_data, config.batch_size, config.seed)
         rewiring_record["source"] = started_from or rewiring_record["source"] or str(model)
@@ -534,15 +534,13 @@ def _search_locked(
         else None
     )
 
-    def evaluate(config: dict) -> dict[str, float]:
-        subnet = space.to_subnet(config)
-        measured = validation.measure(subnet)
-        return measured if latency is None else measured | latency(subnet)
-
     def evaluate_at(config: dict, fidelity: float) -> dict[str, float]:
         subnet = space.to_subnet(config)
         measured = validation_at[fidelity].measure(subnet)
         return measured if latency is None else measured | latency(subnet)
+
+    def evaluate(config: dict) -> dict[str, float]:
+        return evaluate_at(config, 1.0)
 
     scheduler = make_scheduler(
         options.method, space.config_space, metrics, space.initial_design(), options.seed,

@@ -71,11 +71,7 @@ def run_ask_tell(
         returned by ``evaluate``), ``elapsed`` (seconds since the start, when the result was
         told) and ``cached`` (whether the metrics came from the cache).
     """
-    if num_samples < 0:
-        raise NaspruneError(f"num_samples must be non-negative, got {num_samples}")
-    # NaN compares false with everything: "elapsed >= nan" would never stop the search.
-    if max_time is not None and not (math.isfinite(max_time) and max_time > 0):
-        raise NaspruneError(f"max_time must be a positive, finite number of seconds, got {max_time}")
+    check_budget(num_samples, max_time)
     ask_tell = StoppableAskTellScheduler(base_scheduler=scheduler)
     # ``metric_names`` is not part of the base TrialScheduler: check metrics where we can.
     wanted = list(scheduler.metric_names()) if hasattr(scheduler, "metric_names") else []
@@ -111,6 +107,15 @@ def run_ask_tell(
             )
             bar.update(1)
     return records
+
+
+def check_budget(num_samples: int, max_time: float | None) -> None:
+    """Refuse a negative number of samples and a time budget that is not a positive, finite number."""
+    if num_samples < 0:
+        raise NaspruneError(f"num_samples must be non-negative, got {num_samples}")
+    # NaN compares false with everything: "elapsed >= nan" would never stop the search.
+    if max_time is not None and not (math.isfinite(max_time) and max_time > 0):
+        raise NaspruneError(f"max_time must be a positive, finite number of seconds, got {max_time}")
 
 
 def check_metrics(metrics: dict[str, float], wanted: list[str]) -> None:

@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from nasprune.errors import NaspruneError
 from nasprune.search.encoding import Config, ConfigEncoder
-from nasprune.search.loop import check_metrics, config_key
+from nasprune.search.loop import check_budget, check_metrics, config_key
 
 logger = logging.getLogger(__name__)
 
@@ -296,10 +296,7 @@ def run_multi_fidelity(
         ``metrics``, ``elapsed``, ``cached`` and ``promoted`` (the scheduler let the trial go on
         to the next fidelity).
     """
-    if num_samples < 0:
-        raise NaspruneError(f"num_samples must be non-negative, got {num_samples}")
-    if max_time is not None and not (math.isfinite(max_time) and max_time > 0):
-        raise NaspruneError(f"max_time must be a positive, finite number of seconds, got {max_time}")
+    check_budget(num_samples, max_time)
     fidelities = [float(f) for f in fidelities]
     wanted = list(scheduler.metric_names())
     cache: dict[tuple[bytes, float], dict[str, float]] = {}

@@ -12,7 +12,6 @@ no Ray.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any, Hashable, Protocol
 
@@ -21,7 +20,7 @@ from syne_tune.optimizer.scheduler import TrialScheduler
 from tqdm import tqdm
 
 from nasprune.errors import NaspruneError
-from nasprune.search.loop import StoppableAskTellScheduler, check_metrics, config_key
+from nasprune.search.loop import StoppableAskTellScheduler, check_budget, check_metrics, config_key
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +58,7 @@ def run_ask_tell_parallel(
     :return: One record per trial, in the order the results were told: ``trial_id``, ``config``,
         ``metrics``, ``elapsed`` (seconds since the start, when told) and ``cached``.
     """
-    if num_samples < 0:
-        raise NaspruneError(f"num_samples must be non-negative, got {num_samples}")
-    if max_time is not None and not (math.isfinite(max_time) and max_time > 0):
-        raise NaspruneError(f"max_time must be a positive, finite number of seconds, got {max_time}")
+    check_budget(num_samples, max_time)
     if pool.capacity < 1:
         raise NaspruneError(f"the evaluation pool needs a capacity of at least 1, got {pool.capacity}")
     ask_tell = StoppableAskTellScheduler(base_scheduler=scheduler)
