@@ -52,8 +52,8 @@ def test_run_trains_searches_and_reports(workspace):
     )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    # It ends by saying how to recover a chosen point, with a command that works as printed.
-    assert f"--results {out} --max-params 0.75 --finetune-epochs 1" in result.stdout
+    # It ends by saying how to recover a chosen point: the export command with --finetune-epochs.
+    assert f"--results {out} --pick N --finetune-epochs 1 --output-dir pruned-model" in result.stdout
 
     assert sorted(p.name for p in (out / "supernet").iterdir()) == ["epoch-1", "epoch-2"]
     table = pd.read_csv(out / "results.csv")

@@ -126,8 +126,9 @@ def _recovery_hint(output_dir: Path, checkpoint: Path) -> str:
     epoch_seconds = float(history[-1]["seconds"]) if history else float("nan")
     return (
         f"\nA sub-network gets more accurate with recovery training (one epoch of distillation from the "
-        f"super-network): nasprune export --checkpoint {output_dir / 'supernet'} --results {output_dir} "
-        f"--max-params 0.75 --finetune-epochs 1 --output-dir pruned-model. Each epoch costs less than one "
+        f"super-network): add --finetune-epochs 1 to its export, e.g. nasprune export --checkpoint "
+        f"{output_dir / 'supernet'} --results {output_dir} --pick N --finetune-epochs 1 --output-dir "
+        f"pruned-model, with N from the pick column above. Each epoch costs less than one "
         f"super-network epoch ({epoch_seconds:.0f}s here), since it trains one sub-network per step instead of "
         f"several; 'nasprune recover {output_dir} --checkpoint {output_dir / 'supernet'} --output-dir "
         f"recovered' does it for every Pareto point."
