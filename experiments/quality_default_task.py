@@ -5,7 +5,9 @@ quick preset's recipe (1 epoch over 6,000 snippets, learning rate 1e-4, length 6
 
 1. plain fine-tuning of the full model (``nasprune finetune``);
 2. weight-sharing NAS with rewiring by that fine-tuned model's importance and local search
-   (``nasprune run --rewire --rewire-from FT --method local_search``);
+   (``nasprune run --rewire-from FT``: today's default path, rewiring by FT's importance with the
+   super-network started from FT, local search, error against MACs; a plain ``nasprune run``
+   fine-tunes the same copy itself);
 3. recovery training (1 epoch, distillation from the super-network) of its best Pareto point at
    <= 50% and <= 40% of the MACs (``nasprune export --finetune-epochs 1``);
 4. one-shot first-order importance pruning of the fine-tuned model at 50% and 40% of the MACs,
@@ -69,7 +71,7 @@ def one_seed(seed: int, root: Path) -> list[dict]:
     rows.append(dict(seed=seed, path="plain fine-tuning", budget=1.0, relative_macs=1.0,
                      test_accuracy=1 - full["test_error"], seconds=seconds + seconds_eval))
 
-    seconds = nasprune("run", "--rewire", "--rewire-from", ft, "--method", "local_search", "--seed", seed,
+    seconds = nasprune("run", "--rewire-from", ft, "--seed", seed,
                        "--output-dir", ws)
     largest = summary(ws)["full_model"]
     rows.append(dict(seed=seed, path="super-network, largest network", budget=1.0, relative_macs=1.0,
