@@ -283,7 +283,7 @@ def test_train_mode_without_dropout_is_deterministic():
 # --- families and loading ------------------------------------------------------------------
 def test_unknown_family_names_the_supported_ones():
     with pytest.raises(NaspruneError) as info:
-        get_adapter("gpt2")
+        get_adapter("t5")
     assert "bert" in str(info.value) and "roberta" in str(info.value)
     assert {"bert", "roberta"} <= set(supported_families())
 

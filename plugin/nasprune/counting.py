@@ -4,6 +4,8 @@ A sub-network's parameter count is what a physically pruned copy of the model wo
 everything outside the encoder layers (embeddings, pooler, classifier), plus per layer the
 Q/K/V rows and output-projection columns of the kept heads, the kept FFN units' rows and columns,
 and the output bias and LayerNorm of a block only while the block keeps at least one head/unit.
+With grouped-query attention a query head holds its Q rows and output-projection columns, and a
+key/value head its K and V rows, kept while its group keeps any query head.
 """
 
 from __future__ import annotations
@@ -28,30 +30,40 @@ def _bias_numel(linear: nn.Linear) -> int:
 
 @dataclass(frozen=True)
 class LayerCounts:
-    """Parameter counts of one encoder layer split by what a sub-network keeps."""
+    """Parameter counts of one encoder layer split by what a sub-network keeps.
+
+    ``per_head`` holds a query head's K and V rows too unless the model has grouped-query
+    attention; then those are ``per_kv_head``, counted per kept key/value head.
+    """
 
     per_head: int
     attn_fixed: int
     per_unit: int
     ffn_fixed: int
+    per_kv_head: int = 0
 
 
-def _layer_counts(modules: LayerModules, num_heads: int) -> LayerCounts:
-    per_head = sum(
-        (lin.weight.numel() + _bias_numel(lin)) // num_heads
-        for lin in (modules.query, modules.key, modules.value, *modules.head_projections)
-    )
+def _layer_counts(modules: LayerModules, num_heads: int, kv_heads: int) -> LayerCounts:
+    def per(linears: tuple, heads: int) -> int:
+        return sum((lin.weight.numel() + _bias_numel(lin)) // heads for lin in linears)
+
+    grouped = kv_heads != num_heads
+    key_value = (modules.key, modules.value)
+    per_head = per((modules.query, *modules.head_projections) + (() if grouped else key_value), num_heads)
     per_head += modules.attn_out.weight.numel() // num_heads
     ffn_out = modules.ffn_out
     # A gated FFN unit has a row in each input projection (gate and up).
     inputs = [modules.ffn_in] + ([modules.ffn_up] if modules.ffn_up is not None else [])
     per_unit = sum(lin.weight.shape[1] + (1 if lin.bias is not None else 0) for lin in inputs)
     per_unit += ffn_out.weight.shape[0]
+    attn_fixed = _bias_numel(modules.attn_out) + _numel(modules.attn_norm)
+    attn_fixed += sum(_numel(module) for module in modules.attn_fixed_modules)
     return LayerCounts(
         per_head=per_head,
-        attn_fixed=_bias_numel(modules.attn_out) + _numel(modules.attn_norm),
+        attn_fixed=attn_fixed,
         per_unit=per_unit,
         ffn_fixed=_bias_numel(ffn_out) + _numel(modules.ffn_norm),
+        per_kv_head=per(key_value, kv_heads) if grouped else 0,
     )
 
 
@@ -74,8 +86,11 @@ class ParameterCounter:
         self.total = sum(unique.values())
         self.non_encoder = sum(n for pid, n in unique.items() if pid not in in_layers)
 
-        self.layers = [_layer_counts(modules, self.shape.num_heads) for modules in encoder_layers(model)]
+        self.layers = [
+            _layer_counts(modules, self.shape.num_heads, self.shape.kv_heads) for modules in encoder_layers(model)
+        ]
         self._per_head = np.array([c.per_head for c in self.layers], dtype=np.int64)
+        self._per_kv_head = np.array([c.per_kv_head for c in self.layers], dtype=np.int64)
         self._attn_fixed = np.array([c.attn_fixed for c in self.layers], dtype=np.int64)
         self._per_unit = np.array([c.per_unit for c in self.layers], dtype=np.int64)
         self._ffn_fixed = np.array([c.ffn_fixed for c in self.layers], dtype=np.int64)
@@ -95,8 +110,10 @@ class ParameterCounter:
         self.shape.check(subnet)
         heads = subnet.heads_per_layer.astype(np.int64)
         units = subnet.units_per_layer.astype(np.int64)
+        kv_heads = self.shape.kv_mask(subnet.head_mask).sum(axis=1).astype(np.int64)
         encoder = (
             heads * self._per_head
+            + kv_heads * self._per_kv_head
             + (heads > 0) * self._attn_fixed
             + units * self._per_unit
             + (units > 0) * self._ffn_fixed
@@ -109,22 +126,30 @@ class ParameterCounter:
 
 
 def count_macs(subnet: SubNetwork, shape: ModelShape, seq_len: int) -> int:
-    """Multiply-accumulates of the encoder for one sequence of ``seq_len`` tokens.
+    """Multiply-accumulates of the encoder (or decoder) layers for one sequence of ``seq_len`` tokens.
 
     Per kept head 3·T·d·dh (Q, K, V) + 2·T²·dh (scores and context) + T·dh·d (output
     projection); per kept FFN unit 2·T·d, or 3·T·d for a gated unit (gate, up and output).
     Sliding-window attention (ModernBERT's local layers) is counted as the dense T² it is computed
     as by scaled dot-product attention with a mask. DeBERTa's relative-position terms add per head
     and term R·d·dh (projecting the R relative embeddings) + T·R·dh (scoring against them).
+
+    Decoders (``shape.causal``): token t scores and reads only tokens 1..t, so scores and context
+    cost 2·(T(T+1)/2)·dh per head instead of 2·T²·dh; Llama-family sliding windows are counted as
+    this causal cost too. With grouped-query attention a query head costs T·d·dh (Q) and each kept
+    key/value head 2·T·d·dh (K, V), kept while its group keeps any query head.
     """
     shape.check(subnet)
     t, d, dh = int(seq_len), shape.hidden_size, shape.head_dim
-    per_head = 3 * t * d * dh + 2 * t * t * dh + t * dh * d
-    per_head += shape.position_terms * (shape.position_rows * d * dh + t * shape.position_rows * dh)
+    attended = t * (t + 1) // 2 if shape.causal else t * t  # query-key pairs
+    per_query_head = t * d * dh + 2 * attended * dh + t * dh * d
+    per_query_head += shape.position_terms * (shape.position_rows * d * dh + t * shape.position_rows * dh)
+    per_kv_head = 2 * t * d * dh
     per_unit = (3 if shape.gated_ffn else 2) * t * d
     heads = int(subnet.head_mask.sum())
+    kv_heads = int(shape.kv_mask(subnet.head_mask).sum()) if shape.grouped else heads
     units = int(subnet.unit_mask.sum())
-    return heads * per_head + units * per_unit
+    return heads * per_query_head + kv_heads * per_kv_head + units * per_unit
 
 
 def relative_macs(subnet: SubNetwork, shape: ModelShape, seq_len: int) -> float:

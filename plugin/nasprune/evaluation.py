@@ -3,6 +3,12 @@
 The weight-sharing search evaluates hundreds of sub-networks on the same validation
 split. What they all share, the embedding outputs, is computed once; batches are
 length-sorted by the data loader so little time goes to padding.
+
+A metric with ``batch_statistics`` and ``from_statistics`` (the LM task's
+:class:`~nasprune.data.lm.NextTokenScore`) is summed batch by batch instead of over a whole
+split's logits: a causal LM's logits ``[B, T, V]`` would not fit for a split. For a super-network
+the batch's hidden states go through the LM head a few sequences at a time
+(:data:`LOGITS_PER_CHUNK`), so not even one batch's logits are held at once.
 """
 
 from __future__ import annotations
@@ -26,6 +32,39 @@ MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
 logger = logging.getLogger(__name__)
 
+#: At most this many logits (sequences x positions x vocabulary) are computed at once when a
+#: streamed metric scores a causal LM super-network: 2^26 floats, 256 MiB in fp32.
+LOGITS_PER_CHUNK = 1 << 26
+
+
+def is_streamed(metric: Any) -> bool:
+    """Whether ``metric`` is summed batch by batch (``batch_statistics`` / ``from_statistics``)."""
+    return hasattr(metric, "batch_statistics") and hasattr(metric, "from_statistics")
+
+
+def _streamed_statistics(
+    supernet: SuperNetwork, hidden: torch.Tensor, ext_mask: torch.Tensor | None, labels: torch.Tensor, metric: Any
+) -> torch.Tensor:
+    """``metric.batch_statistics`` of the active sub-network on one embedded batch.
+
+    Causal LMs whose adapter exposes the LM head (``lm_logits``) run the layers once and the
+    head on a few sequences at a time (:data:`LOGITS_PER_CHUNK`); anything else in one piece.
+    """
+    lm_logits = getattr(supernet.adapter, "lm_logits", None)
+    if lm_logits is None or getattr(supernet, "task_kind", None) != "causal_lm":
+        return metric.batch_statistics(supernet.forward_from_embeddings(hidden, ext_mask), labels)
+    sequence_output = supernet.encode(hidden, ext_mask)
+    length = sequence_output.shape[1]
+    vocab = int(getattr(supernet.config, "vocab_size", 0) or 1)
+    rows = max(1, LOGITS_PER_CHUNK // max(1, length * vocab))
+    total = None
+    for start in range(0, sequence_output.shape[0], rows):
+        chunk = metric.batch_statistics(
+            lm_logits(supernet.model, sequence_output[start : start + rows]), labels[start : start + rows]
+        )
+        total = chunk if total is None else total + chunk
+    return total
+
 
 @torch.inference_mode()
 def predict(supernet: SuperNetwork, loader: Iterable[dict], subnet: SubNetwork | None = None,
@@ -47,6 +86,27 @@ def predict(supernet: SuperNetwork, loader: Iterable[dict], subnet: SubNetwork |
 
 
 @torch.inference_mode()
+def streamed_metric(supernet: SuperNetwork, loader: Iterable[dict], metric: Any, subnet: SubNetwork | None = None,
+                    precision: Precision | str | None = None) -> float:
+    """A streamed metric (:func:`is_streamed`) of ``subnet`` (None: the full network) on a split,
+    summed batch by batch on the device and read back once."""
+    supernet.eval()
+    device = next(supernet.parameters()).device
+    precision = _precision_on(precision, device)
+    subnet = subnet or SubNetwork.full(supernet.shape)
+    total = None
+    with supernet.select(subnet), precision.autocast():
+        for batch in loader:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            labels = batch.pop("labels")
+            statistics = _streamed_statistics(supernet, *supernet.embed(**batch), labels, metric)
+            total = statistics if total is None else total + statistics
+    if total is None:
+        raise ValueError("cannot compute a metric on zero examples")
+    return float(metric.from_statistics(total.cpu()))
+
+
+@torch.inference_mode()
 def plain_model_error(model: torch.nn.Module, loader: Iterable[dict], metric: MetricFn,
                       precision: Precision | str | None = None) -> float:
     """``1 - metric`` of a plain HF task model on a split, through its own forward.
@@ -60,11 +120,21 @@ def plain_model_error(model: torch.nn.Module, loader: Iterable[dict], metric: Me
     precision = _precision_on(precision, device)
     forward = maybe_compile(model)
     logits, labels = [], []
+    streamed = is_streamed(metric)  # a causal LM: sum each batch's statistics, keep no logits
+    total = None
     for batch in loader:
         with precision.autocast():
             output = forward(**{k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "labels"})
+        if streamed:
+            statistics = metric.batch_statistics(output.logits, batch["labels"].to(device, non_blocking=True))
+            total = statistics if total is None else total + statistics
+            continue
         logits.append(output.logits.float())
         labels.append(batch["labels"])
+    if streamed:
+        if total is None:
+            raise ValueError("cannot compute a metric on zero examples")
+        return 1.0 - float(metric.from_statistics(total.cpu()))
     logits = torch.cat(logits).cpu()
     return 1.0 - float(metric(logits.numpy(), torch.cat(labels).numpy()))
 
@@ -78,7 +148,8 @@ class SubnetEvaluator:
 
     :param supernet: the trained super-network
     :param loader: the split, as length-sorted batches
-    :param metric: ``metric(logits, labels) -> float`` (higher is better)
+    :param metric: ``metric(logits, labels) -> float`` (higher is better); a streamed one
+        (:func:`is_streamed`, the LM task's) is summed batch by batch
     :param macs_seq_length: the sequence length T of the MAC count
     :param cache_embeddings: compute the embedding outputs once and reuse them
     :param journal: a JSON-lines file that records every error measured, so that an
@@ -151,11 +222,30 @@ class SubnetEvaluator:
                 labels.append(batch_labels)
         return torch.cat(logits).cpu().numpy(), torch.cat(labels).cpu().numpy()
 
+    @torch.inference_mode()
+    def _streamed_score(self, subnet: SubNetwork) -> float:
+        """The streamed metric (:func:`is_streamed`) of ``subnet``, from the cached embeddings."""
+        if self._cache is None:
+            return streamed_metric(self.supernet, self.loader, self.metric, subnet, self.precision)
+        self.supernet.eval()
+        total = None
+        with self.supernet.select(subnet), self.precision.autocast():
+            for embedded, batch_labels in self._cache:
+                statistics = _streamed_statistics(self.supernet, *embedded, batch_labels, self.metric)
+                total = statistics if total is None else total + statistics
+        if total is None:
+            raise ValueError("cannot compute a metric on zero examples")
+        return float(self.metric.from_statistics(total.cpu()))
+
     def error(self, subnet: SubNetwork) -> float:
         if subnet not in self._errors:
-            logits, labels = self.predict(subnet)
+            if is_streamed(self.metric):
+                score = self._streamed_score(subnet)
+            else:
+                logits, labels = self.predict(subnet)
+                score = float(self.metric(logits, labels))
             release_free_memory()  # the next sub-network's activations have other shapes
-            error = 1.0 - float(self.metric(logits, labels))
+            error = 1.0 - score
             if not self.remember_errors:
                 return error
             self.record_error(subnet, error)

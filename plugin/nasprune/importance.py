@@ -79,9 +79,9 @@ def _examples(loader: Iterable[dict], max_examples: int | None) -> Iterable[dict
                 # Right padding only: cutting leading columns would shift BERT's positions.
                 used = mask.reshape(-1, mask.shape[-1]).any(0).nonzero()
                 length = int(used.max()) + 1 if len(used) else mask.shape[-1]
-                example = {
-                    k: (v[..., :length] if k != "labels" else v) for k, v in example.items()
-                }
+                # Per-token tensors (inputs, and a causal LM's labels) lose the padding columns.
+                per_token = example["input_ids"].dim()
+                example = {k: (v[..., :length] if v.dim() == per_token else v) for k, v in example.items()}
             seen += 1
             yield example
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -203,6 +204,29 @@ def write_results(
 
 
 # --- the Pareto table -------------------------------------------------------------------------
+#: A language model without layers still predicts: each next token from the current token's embedding.
+LM_EMPTY_MODEL_NOTE = "no layers: the next token from the current token's embedding alone"
+
+
+def lm_vocab_size(summary: Mapping[str, Any]) -> int | None:
+    """The vocabulary size a language-modelling summary records (its error is relative to ln of it); None otherwise."""
+    vocab_size = summary.get("vocab_size")
+    return int(vocab_size) if isinstance(vocab_size, (int, float)) and vocab_size > 1 else None
+
+
+def lm_loss_and_perplexity(error: Any, vocab_size: int) -> tuple[Any, Any]:
+    """The mean next-token loss (nats) and the perplexity of LM errors (numbers or arrays).
+
+    The LM task's error is the loss divided by ``ln vocab_size`` (:mod:`nasprune.data.lm`), so the
+    loss is ``error · ln V`` and the perplexity ``exp(loss) = V ** error``.
+    """
+    loss = np.asarray(error, dtype=float) * math.log(vocab_size)
+    perplexity = np.exp(loss)
+    if np.ndim(loss) == 0:
+        return float(loss), float(perplexity)
+    return loss, perplexity
+
+
 def pareto_table(table: pd.DataFrame, summary: Mapping[str, Any]) -> pd.DataFrame:
     """The Pareto set as ``pareto.md`` and the search commands show it, in ``--pick`` order.
 
@@ -213,16 +237,21 @@ def pareto_table(table: pd.DataFrame, summary: Mapping[str, Any]) -> pd.DataFram
     front = choosing.pareto_front(table)
     metric = choosing.metric_name(summary)
     shown = pd.DataFrame({"pick": range(len(front)), "trial_id": front["trial_id"].astype(int)})
+    vocab_size = lm_vocab_size(summary)
     for split in ("valid", "test"):
         if f"{split}_error" in front.columns:
             errors = front[f"{split}_error"].astype(float)
             shown[f"{split}_{metric}"] = 1.0 - errors
             shown[f"{split}_error"] = errors
+            if vocab_size is not None:
+                losses, perplexities = lm_loss_and_perplexity(errors.to_numpy(), vocab_size)
+                shown[f"{split}_loss"], shown[f"{split}_perplexity"] = losses, perplexities
     for column in ("params", "relative_params", "macs", "relative_macs", "relative_latency", "num_layers",
                    "heads_per_layer", "units_per_layer"):
         if column in front.columns:
             shown[column] = front[column]
-    shown["note"] = np.where(choosing.is_empty_model(front).to_numpy(), choosing.EMPTY_MODEL_NOTE, "")
+    empty_note = LM_EMPTY_MODEL_NOTE if vocab_size is not None else choosing.EMPTY_MODEL_NOTE
+    shown["note"] = np.where(choosing.is_empty_model(front).to_numpy(), empty_note, "")
     return shown
 
 
@@ -232,12 +261,26 @@ def pareto_markdown(table: pd.DataFrame, summary: Mapping[str, Any], output_dir:
     metric = choosing.metric_name(summary)
     lines = []
     full = summary.get("full_model")
+    vocab_size = lm_vocab_size(summary)
+
+    def score(error: Any) -> str:
+        text = f"{1 - float(error):.4f}"
+        if vocab_size is None:
+            return text
+        loss, perplexity = lm_loss_and_perplexity(float(error), vocab_size)
+        return f"{text} (loss {loss:.4f}, perplexity {perplexity:.2f})"
+
     if isinstance(full, Mapping) and full.get("valid_error") is not None:
         lines.append(
-            f"Full model: validation {metric} {1 - float(full['valid_error']):.4f}"
-            + (f", test {metric} {1 - float(full['test_error']):.4f}" if full.get("test_error") is not None else "")
+            f"Full model: validation {metric} {score(full['valid_error'])}"
+            + (f", test {metric} {score(full['test_error'])}" if full.get("test_error") is not None else "")
             + (f", {int(full['params']):,} parameters" if full.get("params") is not None else "")
             + ".\n"
+        )
+    if vocab_size is not None:
+        lines.append(
+            f"Language modelling: error = mean next-token loss / ln {vocab_size} (the vocabulary), so "
+            f"{metric} = 1 - error, loss = error · ln {vocab_size} and perplexity = exp(loss).\n"
         )
     lines.append(f"Pareto set, smallest first; `pick` is what `nasprune export --pick` takes ({metric} = 1 - error):\n")
     lines.append(analysis.markdown_table(pareto_table(table, summary)))

@@ -13,6 +13,11 @@ attention output projection's input columns the same way; a permutation of the F
 the rows (and bias) of the first FFN projection and the columns of the second. The layer computes
 the same function: only the order in which a sub-network's first k heads/units are taken changes.
 
+Under grouped-query attention a query head can only move with its group: groups are sorted by
+their summed head importance and move whole, with their key and value rows, and the heads of a
+group are sorted within it. The "first groups, first heads of each" of the GQA spaces then keep the
+most important groups and, within them, the most important heads.
+
 To rewire before super-network training (``train-supernet --rewire``), compute the importance on a
 *fine-tuned* model (the pre-trained model's classifier is random) and apply the permutation to the
 model the super-network starts from: fine-tuning does not reorder units, so head h of the
@@ -94,11 +99,37 @@ def compute_importance(
     return gradients.fisher() if kind == "fisher" else gradients.mean_abs()
 
 
-def importance_order(importance: Importance) -> Permutation:
-    """Per layer, heads and units by decreasing importance (ties keep their natural order)."""
-    head = np.stack([np.argsort(-row, kind="stable") for row in importance.head])
+def importance_order(importance: Importance, group_size: int = 1) -> Permutation:
+    """Per layer, heads and units by decreasing importance (ties keep their natural order).
+
+    With ``group_size`` > 1 (grouped-query attention) heads stay in their group: groups by
+    decreasing summed importance, and within each group its heads by decreasing importance.
+    """
+    if group_size > 1:
+        head = np.stack([_grouped_order(row, group_size) for row in importance.head])
+    else:
+        head = np.stack([np.argsort(-row, kind="stable") for row in importance.head])
     unit = np.stack([np.argsort(-row, kind="stable") for row in importance.unit])
     return Permutation(head.astype(np.int64), unit.astype(np.int64))
+
+
+def _grouped_order(scores: np.ndarray, group_size: int) -> np.ndarray:
+    by_group = np.asarray(scores, dtype=float).reshape(-1, group_size)
+    groups = np.argsort(-by_group.sum(axis=1), kind="stable")
+    within = np.argsort(-by_group, axis=1, kind="stable")
+    return (groups[:, None] * group_size + within[groups]).reshape(-1)
+
+
+def kv_order(head_order: np.ndarray, group_size: int) -> np.ndarray:
+    """The key/value-head order that goes with a grouped head order (``head_order`` keeps every
+    group whole and contiguous); :class:`NaspruneError` if it moves a head out of its group."""
+    by_group = np.asarray(head_order).reshape(-1, group_size) // group_size
+    if (by_group != by_group[:, :1]).any():
+        raise NaspruneError(
+            "a rewiring order moves query heads between key/value groups; under grouped-query attention "
+            "heads can only be reordered within their group, and groups as a whole"
+        )
+    return by_group[:, 0]
 
 
 def _permute_(tensor: torch.Tensor, index: torch.Tensor, dim: int) -> None:
@@ -110,10 +141,19 @@ def _permute_(tensor: torch.Tensor, index: torch.Tensor, dim: int) -> None:
 def permute_layer(modules: LayerModules, head_order: np.ndarray, unit_order: np.ndarray, head_dim: int) -> None:
     """Reorder one layer's heads and FFN units in place; its function stays the same."""
     rows = torch.as_tensor(head_feature_indices(head_order, head_dim))
-    for linear in (modules.query, modules.key, modules.value, *modules.head_projections):
-        _permute_(linear.weight, rows, 0)
+    kv_rows = rows
+    kv_heads = modules.key.weight.shape[0] // head_dim
+    if kv_heads != len(head_order):  # grouped-query attention: K/V rows move with their group
+        kv_rows = torch.as_tensor(head_feature_indices(kv_order(head_order, len(head_order) // kv_heads), head_dim))
+    projections = [(modules.query, rows), (modules.key, kv_rows), (modules.value, kv_rows)]
+    for linear, index in projections + [(projection, rows) for projection in modules.head_projections]:
+        if hasattr(linear, "permute_rows_"):
+            # Rows that no tensor view holds (GPT-NeoX's head-interleaved fused QKV) permute themselves.
+            linear.permute_rows_(index)
+            continue
+        _permute_(linear.weight, index, 0)
         if linear.bias is not None:
-            _permute_(linear.bias, rows, 0)
+            _permute_(linear.bias, index, 0)
     _permute_(modules.attn_out.weight, rows, 1)
     units = torch.as_tensor(np.asarray(unit_order))
     for linear in (modules.ffn_in, modules.ffn_up):  # ffn_up: the second input of a gated unit
@@ -133,6 +173,9 @@ def apply_permutation(model: nn.Module, permutation: Permutation) -> None:
     for order in (*permutation.head, *permutation.unit):
         if not np.array_equal(np.sort(order), np.arange(len(order))):
             raise NaspruneError("a rewiring order is not a permutation")
+    if shape.grouped:
+        for order in permutation.head:
+            kv_order(order, shape.group_size)  # refuses orders that split a group
     for layer, modules in enumerate(encoder_layers(hf_model)):
         permute_layer(modules, permutation.head[layer], permutation.unit[layer], shape.head_dim)
 
@@ -146,7 +189,8 @@ def rewire(model: nn.Module, importance: Importance | tuple[np.ndarray, np.ndarr
     """
     if not isinstance(importance, Importance):
         importance = Importance(np.asarray(importance[0], float), np.asarray(importance[1], float))
-    permutation = importance_order(importance)
+    shape = ModelShape.from_config(unwrap(model).config)
+    permutation = importance_order(importance, shape.group_size)
     apply_permutation(model, permutation)
     return permutation
 

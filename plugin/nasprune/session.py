@@ -107,7 +107,7 @@ class CheckpointSession:
     def load_supernet(self, *max_seq_lengths: int) -> SuperNetwork:
         """The checkpoint's weights as a super-network on :attr:`device`, loaded afresh on each call;
         a length of ``max_seq_lengths`` beyond the model's positions is refused before it moves."""
-        hf_model = load_hf_model(str(self.path), self.info.task_kind, self.info.num_labels)
+        hf_model = load_hf_model(str(self.path), self.info.task_kind, self.info.num_labels or None)
         for length in max_seq_lengths:
             check_max_seq_length(hf_model, length)
         return SuperNetwork(hf_model).to(self.device)
@@ -134,4 +134,13 @@ class CheckpointSession:
             "checkpoint": str(self.path),
             "checkpoint_fingerprint": self.info.fingerprint,
             "data_options": asdict(self.data_options),
+            # The LM task's error is its loss over ln V: tables turn it back into loss and perplexity.
+            **({"vocab_size": self.vocab_size} if self.info.task_kind == "causal_lm" else {}),
         }
+
+    @cached_property
+    def vocab_size(self) -> int:
+        """The width of the model's logits over tokens (``config.json``'s ``vocab_size``)."""
+        from transformers import AutoConfig
+
+        return int(AutoConfig.from_pretrained(str(self.path)).vocab_size)

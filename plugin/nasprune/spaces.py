@@ -16,6 +16,28 @@ large      one keep bit per head and per FFN unit                       L(H+I)
 ========== ============================================================ ===============
 
 "first k" spaces keep the first heads and units in the model's unit order.
+
+On models with grouped-query attention (``shape.grouped``: key/value heads shared by groups of
+``G = shape.group_size`` query heads) every space yields only valid sub-networks (each key/value
+group keeps none of its query heads or as many as every other non-empty group):
+
+========== ============================================================ ===============
+name       variables on a GQA shape (KV key/value groups of G heads)     count
+========== ============================================================ ===============
+small      num_layers, num_kv_groups in [1,KV], heads_per_group in       4
+           [1,G], num_units: the first groups, their first heads
+small_pow2 as small, with num_kv_groups and heads_per_group powers of    4
+           two (or KV, G themselves)
+medium     num_kv_groups_i in [0,KV], heads_per_group_i in [1,G],        3L
+           num_units_i per layer
+layer      one keep bit per layer (unchanged)                           L
+large      one bit per group (group_<l>_<g>), one bit per position in    L(KV+G+I)
+           a group (head_<l>_<j>: head j of every kept group), one bit
+           per unit
+========== ============================================================ ===============
+
+So every space but ``layer`` prunes both whole groups (their K/V rows go too) and query heads
+within the kept groups, the same ones in every group. Without GQA the spaces are those above.
 """
 
 from __future__ import annotations
@@ -160,77 +182,112 @@ class SmallSearchSpace(SearchSpace):
 
     def __init__(self, shape: ModelShape):
         super().__init__(shape)
+        if shape.grouped:
+            self.variable_names = ["num_layers", "num_kv_groups", "heads_per_group", "num_units"]
+            self.lower = np.array([0, 1, 1, 1], dtype=np.int64)
+            self.upper = np.array(
+                [shape.num_layers, shape.kv_heads, shape.group_size, shape.intermediate_size], dtype=np.int64
+            )
+            return
         self.variable_names = ["num_layers", "num_heads", "num_units"]
         self.lower = np.array([0, 1, 1], dtype=np.int64)
         self.upper = np.array(
             [shape.num_layers, shape.num_heads, shape.intermediate_size], dtype=np.int64
         )
 
-    def _counts(self, vector: np.ndarray) -> tuple[int, int, int]:
-        values = self._index_to_value(np.asarray(vector, dtype=np.int64))
-        return int(values[0]), int(values[1]), int(values[2])
-
     def vector_to_subnet(self, vector: np.ndarray) -> SubNetwork:
-        layers, heads, units = self._counts(vector)
-        kept = np.arange(self.shape.num_layers) < layers
-        return SubNetwork.from_counts(self.shape, kept * heads, kept * units)
+        values = self._index_to_value(np.asarray(vector, dtype=np.int64)).astype(int)
+        kept = np.arange(self.shape.num_layers) < values[0]
+        if self.shape.grouped:
+            groups, per_group, units = values[1:]
+            return SubNetwork.from_group_counts(self.shape, kept * groups, kept * per_group, kept * units)
+        return SubNetwork.from_counts(self.shape, kept * values[1], kept * values[2])
 
     def subnet_to_vector(self, subnet: SubNetwork) -> np.ndarray:
         layers = len(subnet.kept_layers)
-        heads = int(subnet.heads_per_layer.max()) if layers else 1
         units = int(subnet.units_per_layer.max()) if layers else 1
-        return self._value_to_index(np.array([layers, heads, units], dtype=np.int64))
+        if self.shape.grouped:
+            counts = self.shape.group_head_counts(subnet.head_mask)
+            groups = max(int((counts > 0).sum(axis=1).max()), 1)
+            per_group = max(int(counts.max()), 1)
+            values = [layers, groups, per_group, units]
+        else:
+            values = [layers, int(subnet.heads_per_layer.max()) if layers else 1, units]
+        return self._value_to_index(np.array(values, dtype=np.int64))
+
+
+def _powers_of_two(limit: int) -> np.ndarray:
+    """1, 2, 4, ... up to ``limit``, and ``limit`` itself (keeps the unpruned model in the space)."""
+    counts = [2**k for k in range(int(np.log2(limit)) + 1)]
+    if counts[-1] != limit:
+        counts.append(limit)
+    return np.array(counts, dtype=np.int64)
 
 
 class SmallPowerOfTwoSearchSpace(SmallSearchSpace):
-    """As :class:`SmallSearchSpace`, with the head count a power of two, or all ``H`` heads."""
+    """As :class:`SmallSearchSpace`, with the head count a power of two, or all ``H`` heads (under
+    GQA: the group count and the heads per group, each a power of two or its maximum)."""
 
     name = "small_pow2"
 
     def __init__(self, shape: ModelShape):
         super().__init__(shape)
-        counts = [2**k for k in range(int(np.log2(shape.num_heads)) + 1)]
-        if counts[-1] != shape.num_heads:
-            counts.append(shape.num_heads)  # keeps the unpruned model inside the space
-        self.head_counts = np.array(counts, dtype=np.int64)
-        self.upper = np.array(
-            [shape.num_layers, len(counts) - 1, shape.intermediate_size], dtype=np.int64
-        )
-        self.lower = np.array([0, 0, 1], dtype=np.int64)
+        if shape.grouped:
+            self.value_sets = {1: _powers_of_two(shape.kv_heads), 2: _powers_of_two(shape.group_size)}
+        else:
+            self.value_sets = {1: _powers_of_two(shape.num_heads)}
+        self.head_counts = self.value_sets[1]
+        for i, values in self.value_sets.items():
+            self.lower[i], self.upper[i] = 0, len(values) - 1
 
     def _domain(self, i: int) -> Domain:
-        if i == 1:
-            return ordinal(self.head_counts.tolist())
+        if i in self.value_sets:
+            return ordinal(self.value_sets[i].tolist())
         return super()._domain(i)
 
     def _index_to_value(self, vector: np.ndarray) -> np.ndarray:
         values = vector.copy()
-        values[1] = self.head_counts[np.clip(vector[1], 0, len(self.head_counts) - 1)]
+        for i, counts in self.value_sets.items():
+            values[i] = counts[np.clip(vector[i], 0, len(counts) - 1)]
         return values
 
     def _value_to_index(self, values: np.ndarray) -> np.ndarray:
         vector = values.copy()
-        where = np.flatnonzero(self.head_counts == values[1])
-        vector[1] = where[0] if where.size else -1  # -1 is out of bounds, reported as such
+        for i, counts in self.value_sets.items():
+            where = np.flatnonzero(counts == values[i])
+            vector[i] = where[0] if where.size else -1  # -1 is out of bounds, reported as such
         return vector
 
     def _describe_domain(self, i: int) -> str:
-        if i == 1:
-            return str(self.head_counts.tolist())
+        if i in self.value_sets:
+            return str(self.value_sets[i].tolist())
         return super()._describe_domain(i)
 
 
 class MediumSearchSpace(SearchSpace):
-    """Per-layer head and unit counts, first-k order; 0 skips the block."""
+    """Per-layer head and unit counts, first-k order; 0 skips the block. Under GQA a layer's heads
+    are two counts: its first ``num_kv_groups_i`` groups, each with its first ``heads_per_group_i``."""
 
     name = "medium"
 
     def __init__(self, shape: ModelShape):
         super().__init__(shape)
         num_layers = shape.num_layers
-        self.variable_names = [f"num_heads_{i}" for i in range(num_layers)] + [
-            f"num_units_{i}" for i in range(num_layers)
-        ]
+        layers = range(num_layers)
+        if shape.grouped:
+            self.variable_names = (
+                [f"num_kv_groups_{i}" for i in layers]
+                + [f"heads_per_group_{i}" for i in layers]
+                + [f"num_units_{i}" for i in layers]
+            )
+            self.lower = np.array([0] * num_layers + [1] * num_layers + [0] * num_layers, dtype=np.int64)
+            self.upper = np.array(
+                [shape.kv_heads] * num_layers + [shape.group_size] * num_layers
+                + [shape.intermediate_size] * num_layers,
+                dtype=np.int64,
+            )
+            return
+        self.variable_names = [f"num_heads_{i}" for i in layers] + [f"num_units_{i}" for i in layers]
         self.lower = np.zeros(2 * num_layers, dtype=np.int64)
         self.upper = np.array(
             [shape.num_heads] * num_layers + [shape.intermediate_size] * num_layers, dtype=np.int64
@@ -238,9 +295,18 @@ class MediumSearchSpace(SearchSpace):
 
     def vector_to_subnet(self, vector: np.ndarray) -> SubNetwork:
         num_layers = self.shape.num_layers
+        vector = np.asarray(vector, dtype=np.int64)
+        if self.shape.grouped:
+            groups, per_group, units = vector.reshape(3, num_layers)
+            return SubNetwork.from_group_counts(self.shape, groups, per_group, units)
         return SubNetwork.from_counts(self.shape, vector[:num_layers], vector[num_layers:])
 
     def subnet_to_vector(self, subnet: SubNetwork) -> np.ndarray:
+        if self.shape.grouped:
+            counts = self.shape.group_head_counts(subnet.head_mask)
+            groups = (counts > 0).sum(axis=1)
+            per_group = np.maximum(counts.max(axis=1), 1)
+            return np.concatenate([groups, per_group, subnet.units_per_layer]).astype(np.int64)
         return np.concatenate([subnet.heads_per_layer, subnet.units_per_layer]).astype(np.int64)
 
 
@@ -282,13 +348,19 @@ class LargeSearchSpace(SearchSpace):
     def __init__(self, shape: ModelShape):
         super().__init__(shape)
         num_layers, heads, units = shape.num_layers, shape.num_heads, shape.intermediate_size
-        self.variable_names = [f"head_{i}_{h}" for i in range(num_layers) for h in range(heads)] + [
+        group_names = []
+        if shape.grouped:
+            # Under GQA: a bit per group, and a bit per position in a group (shared by the groups).
+            group_names = [f"group_{i}_{g}" for i in range(num_layers) for g in range(shape.kv_heads)]
+            heads = shape.group_size
+        self.variable_names = group_names + [f"head_{i}_{h}" for i in range(num_layers) for h in range(heads)] + [
             f"unit_{i}_{u}" for i in range(num_layers) for u in range(units)
         ]
-        size = num_layers * (heads + units)
+        size = len(self.variable_names)
         self.lower = np.zeros(size, dtype=np.int64)
         self.upper = np.ones(size, dtype=np.int64)
-        self._num_head_bits = num_layers * heads
+        self._num_group_bits = len(group_names)
+        self._num_head_bits = len(group_names) + num_layers * heads
 
     @functools.cached_property
     def config_space(self) -> dict[str, Domain]:
@@ -298,21 +370,30 @@ class LargeSearchSpace(SearchSpace):
     def vector_to_subnet(self, vector: np.ndarray) -> SubNetwork:
         vector = np.asarray(vector, dtype=bool)
         num_layers = self.shape.num_layers
-        return SubNetwork(
-            vector[: self._num_head_bits].reshape(num_layers, -1),
-            vector[self._num_head_bits :].reshape(num_layers, -1),
-        )
+        heads = vector[self._num_group_bits : self._num_head_bits].reshape(num_layers, -1)
+        if self.shape.grouped:
+            groups = vector[: self._num_group_bits].reshape(num_layers, -1)
+            heads = (groups[:, :, None] & heads[:, None, :]).reshape(num_layers, -1)
+        return SubNetwork(heads, vector[self._num_head_bits :].reshape(num_layers, -1))
 
     def subnet_to_vector(self, subnet: SubNetwork) -> np.ndarray:
+        if self.shape.grouped:
+            by_group = subnet.head_mask.reshape(self.shape.num_layers, self.shape.kv_heads, -1)
+            # Positions kept in any group; from_subnet refuses masks whose groups keep different ones.
+            bits = [by_group.any(axis=2).ravel(), by_group.any(axis=1).ravel(), subnet.unit_mask.ravel()]
+            return np.concatenate(bits).astype(np.int64)
         return np.concatenate([subnet.head_mask.ravel(), subnet.unit_mask.ravel()]).astype(np.int64)
 
     def midpoint(self) -> Config:
-        """Bits have no middle value: keep the first half of every layer's heads and units."""
-        half = SubNetwork.from_counts(
-            self.shape,
-            [(self.shape.num_heads + 1) // 2] * self.shape.num_layers,
-            [(self.shape.intermediate_size + 1) // 2] * self.shape.num_layers,
-        )
+        """Bits have no middle value: keep the first half of every layer's heads and units (under
+        GQA: the first half of its groups, whole)."""
+        layers, units = self.shape.num_layers, [(self.shape.intermediate_size + 1) // 2] * self.shape.num_layers
+        if self.shape.grouped:
+            half = SubNetwork.from_group_counts(
+                self.shape, [(self.shape.kv_heads + 1) // 2] * layers, [self.shape.group_size] * layers, units
+            )
+        else:
+            half = SubNetwork.from_counts(self.shape, [(self.shape.num_heads + 1) // 2] * layers, units)
         return self.vector_to_config(self.subnet_to_vector(half))
 
 

@@ -4,6 +4,12 @@ A :class:`SubNetwork` is the one data type that flows through nasprune. Search s
 produce it from a Syne Tune config, super-networks run it, counters measure it and the
 exporter cuts it out. A layer is kept when any of its heads or units is kept; a layer
 with no heads skips its attention block and one with no units skips its FFN block.
+
+With grouped-query attention (GQA: ``num_kv_heads`` < ``num_heads``, each key/value head shared
+by a group of ``group_size`` consecutive query heads) the head mask still holds query heads. A
+sub-network is valid when in every layer each group keeps either none of its query heads or the
+same number as every other non-empty group (so the kept query heads still split evenly over the
+kept key/value heads); a group with no query head drops its key and value rows.
 """
 
 from __future__ import annotations
@@ -18,7 +24,22 @@ from nasprune.errors import NaspruneError
 
 #: HF ``model_type`` values whose FFN is gated. Here rather than on the family adapters because
 #: this module is below them; tests/test_families_modern.py checks that both agree.
-GATED_FFN_MODEL_TYPES = ("modernbert",)
+GATED_FFN_MODEL_TYPES = ("modernbert", "llama", "mistral", "qwen2", "qwen3")
+#: HF ``model_type`` values of decoder (causal) language models: attention sees only earlier
+#: tokens, which MAC counting follows. The decoder adapters set ``causal``; tests check both agree.
+DECODER_MODEL_TYPES = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3")
+
+
+def _intermediate_size(config: Any) -> int:
+    """The FFN width: ``intermediate_size``, DistilBERT's ``hidden_dim``, GPT-2's ``n_inner``
+    (None there means 4 x the hidden size)."""
+    for name in ("intermediate_size", "hidden_dim"):
+        value = getattr(config, name, None)
+        if value:
+            return int(value)
+    if getattr(config, "model_type", "") == "gpt2":
+        return int(getattr(config, "n_inner", None) or 4 * config.hidden_size)
+    raise NaspruneError(f"cannot read the FFN width of a {type(config).__name__}: no intermediate_size")
 
 
 def _relative_positions(config: Any) -> dict[str, int]:
@@ -37,7 +58,7 @@ def _relative_positions(config: Any) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The dimensions of a transformer encoder that a sub-network is cut from."""
+    """The dimensions of a transformer (encoder or decoder) that a sub-network is cut from."""
 
     num_layers: int
     num_heads: int
@@ -50,20 +71,49 @@ class ModelShape:
     #: relative-position embeddings each term projects and scores against (2 x the attention span).
     position_terms: int = 0
     position_rows: int = 0
+    #: Key/value heads (grouped-query attention); 0 means one per query head (no GQA).
+    num_kv_heads: int = 0
+    #: A decoder: each token attends only to itself and earlier tokens.
+    causal: bool = False
+
+    def __post_init__(self) -> None:
+        if self.num_kv_heads < 0 or (self.num_kv_heads and self.num_heads % self.num_kv_heads):
+            raise NaspruneError(
+                f"{self.num_heads} query heads do not split into {self.num_kv_heads} key/value groups"
+            )
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads per layer (``num_heads`` without GQA)."""
+        return self.num_kv_heads or self.num_heads
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per key/value head (1 without GQA)."""
+        return self.num_heads // self.kv_heads
+
+    @property
+    def grouped(self) -> bool:
+        """Whether query heads share key/value heads (GQA or multi-query attention)."""
+        return self.group_size > 1
 
     @classmethod
     def from_config(cls, config: Any) -> "ModelShape":
-        """Read the shape from a HuggingFace ``PretrainedConfig`` (BERT-like families; DistilBERT
-        names its FFN width ``hidden_dim`` rather than ``intermediate_size``)."""
+        """Read the shape from a HuggingFace ``PretrainedConfig`` (BERT-like families and the
+        decoders of :data:`DECODER_MODEL_TYPES`)."""
         heads = config.num_attention_heads
+        kv_heads = int(getattr(config, "num_key_value_heads", None) or 0)
+        model_type = getattr(config, "model_type", "")
         return cls(
             num_layers=config.num_hidden_layers,
             num_heads=heads,
             head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
             hidden_size=config.hidden_size,
-            intermediate_size=getattr(config, "intermediate_size", None) or config.hidden_dim,
-            gated_ffn=getattr(config, "model_type", "") in GATED_FFN_MODEL_TYPES,
+            intermediate_size=_intermediate_size(config),
+            gated_ffn=model_type in GATED_FFN_MODEL_TYPES,
             **_relative_positions(config),
+            num_kv_heads=0 if kv_heads == heads else kv_heads,
+            causal=model_type in DECODER_MODEL_TYPES,
         )
 
     def check_per_head_and_unit(self, head: tuple[int, ...], unit: tuple[int, ...], what: str) -> None:
@@ -79,9 +129,31 @@ class ModelShape:
                 f"[layers, heads] = {expected[0]} and [layers, units] = {expected[1]}"
             )
 
+    def group_head_counts(self, head_mask: np.ndarray) -> np.ndarray:
+        """Kept query heads per key/value group, ``[L, kv_heads]``, of a ``[L, H]`` head mask."""
+        head_mask = np.asarray(head_mask, dtype=bool)
+        return head_mask.reshape(head_mask.shape[0], self.kv_heads, self.group_size).sum(axis=2)
+
+    def kv_mask(self, head_mask: np.ndarray) -> np.ndarray:
+        """The key/value heads a ``[L, H]`` head mask needs, ``[L, kv_heads]``: those of the
+        groups that keep any query head."""
+        return self.group_head_counts(head_mask) > 0
+
     def check(self, subnet: "SubNetwork") -> None:
-        """Raise :class:`NaspruneError` unless ``subnet`` was cut from a model of this shape."""
+        """Raise :class:`NaspruneError` unless ``subnet`` was cut from a model of this shape
+        (and, with GQA, keeps the same number of query heads in every non-empty group)."""
         self.check_per_head_and_unit(subnet.head_mask.shape, subnet.unit_mask.shape, "sub-network masks")
+        if not self.grouped:
+            return
+        counts = self.group_head_counts(subnet.head_mask)
+        for layer, row in enumerate(counts):
+            kept = row[row > 0]
+            if len(kept) and (kept != kept[0]).any():
+                raise NaspruneError(
+                    f"layer {layer} keeps {row.tolist()} query heads in its {self.kv_heads} key/value groups "
+                    f"(of {self.group_size} heads each); with grouped-query attention every group must keep "
+                    "either no head or the same number as the other non-empty groups"
+                )
 
 
 class SubNetwork:
@@ -151,6 +223,31 @@ class SubNetwork:
         head_mask = np.arange(shape.num_heads)[None, :] < heads[:, None]
         unit_mask = np.arange(shape.intermediate_size)[None, :] < units[:, None]
         return cls(head_mask, unit_mask)
+
+    @classmethod
+    def from_group_counts(
+        cls,
+        shape: ModelShape,
+        groups_per_layer: Sequence[int],
+        heads_per_group: Sequence[int],
+        units_per_layer: Sequence[int],
+    ) -> "SubNetwork":
+        """Keep the first ``heads_per_group[i]`` query heads of each of the first
+        ``groups_per_layer[i]`` key/value groups of layer i, and its first ``units_per_layer[i]``
+        units: always valid under grouped-query attention. Without GQA, groups are heads."""
+        groups = np.asarray(groups_per_layer, dtype=int)
+        per_group = np.asarray(heads_per_group, dtype=int)
+        if groups.shape != (shape.num_layers,) or per_group.shape != (shape.num_layers,):
+            raise NaspruneError(f"expected {shape.num_layers} per-layer group and heads-per-group counts")
+        if groups.min() < 0 or groups.max() > shape.kv_heads:
+            raise NaspruneError(f"group counts {groups.tolist()} outside [0, {shape.kv_heads}]")
+        if per_group.min() < 0 or per_group.max() > shape.group_size:
+            raise NaspruneError(f"heads per group {per_group.tolist()} outside [0, {shape.group_size}]")
+        in_group = np.arange(shape.group_size)[None, None, :] < per_group[:, None, None]
+        group_kept = np.arange(shape.kv_heads)[None, :, None] < groups[:, None, None]
+        head_mask = (in_group & group_kept).reshape(shape.num_layers, shape.num_heads)
+        units = cls.from_counts(shape, np.zeros(shape.num_layers, int), units_per_layer).unit_mask
+        return cls(head_mask, units)
 
     # --- views --------------------------------------------------------------------------
     @property

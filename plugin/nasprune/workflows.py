@@ -143,8 +143,9 @@ def train_supernet(
 
     task_data = data_options.load()
     tokenizer = load_tokenizer(str(resume_from or model))
-    hf_model = load_hf_model(str(resume_from or model), task_data.spec.kind, task_data.num_labels)
+    hf_model = load_hf_model(str(resume_from or model), task_data.spec.kind, task_data.num_labels or None)
     check_max_seq_length(hf_model, data_options.max_seq_length)
+    data.ensure_padding(tokenizer, hf_model.config)  # decoders: pad = eos, on the right
     if task_data.spec.kind == "classification" and task_data.label_names:
         # Saved into every checkpoint's config.json, so pipeline() answers with the task's names.
         names = [str(name) for name in task_data.label_names]
@@ -160,7 +161,8 @@ def train_supernet(
     if rewiring is not None and resume_from is None:
         started_from = None
         # The start model's own weights, before any training step, are what gets reordered.
-        if rewiring.source is None and not _has_trained_task_head(hf_model):
+        # A causal LM's head is the pre-trained LM head the lm task trains: its importance counts as it is.
+        if rewiring.source is None and supernet.task_kind != "causal_lm" and not _has_trained_task_head(hf_model):
             logger.info("rewiring: %s has no trained task head; fine-tuning a copy to measure importance", model)
             finetuned = train_supernet(
                 model, data_options, replace(config, strategy="standard"), search_space,
@@ -171,11 +173,12 @@ def train_supernet(
             # The fine-tuned weights (task head included) are the start: the super-network's largest
             # network then begins where plain fine-tuning ended. Its importance is its own.
             started_from = _verified_model_folder(rewiring.source)
-            start = load_hf_model(started_from, task_data.spec.kind, task_data.num_labels)
+            start = load_hf_model(started_from, task_data.spec.kind, task_data.num_labels or None)
             started = SuperNetwork(start)
             if started.shape != supernet.shape:
                 raise NaspruneError(f"--rewire-from {started_from} has another shape than {model}")
             start.config.id2label, start.config.label2id = hf_model.config.id2label, hf_model.config.label2id
+            data.ensure_padding(tokenizer, start.config)
             hf_model, supernet = start, started.to(device)
             rewiring = replace(rewiring, source=None)
         rewiring_record = _rewire(supernet, rewiring, encoded["train"], tokenizer, task_data, config.batch_size, config.seed)
@@ -326,7 +329,7 @@ def _rewire(
     if source is not None:
         source = _verified_model_folder(source)
         device = next(supernet.parameters()).device
-        judge = SuperNetwork(load_hf_model(source, task_data.spec.kind, task_data.num_labels)).to(device)
+        judge = SuperNetwork(load_hf_model(source, task_data.spec.kind, task_data.num_labels or None)).to(device)
         if judge.shape != supernet.shape:
             raise NaspruneError(f"--rewire-from {source} has shape {judge.shape}, the model to train {supernet.shape}")
     sample = data.subsample(train_split, options.num_examples, seed)

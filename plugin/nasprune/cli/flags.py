@@ -36,16 +36,22 @@ def add_data_flags(parser: argparse.ArgumentParser, with_model: bool = True) -> 
         group.add_argument(
             "--task",
             default=None,
-            help=f"GLUE task (rte, mrpc, cola, stsb, sst2, qnli, mnli, qqp), imdb, swag or "
-            f"the offline '{DEFAULT_TASK}' (the default when no data files are given)",
+            help=f"GLUE task (rte, mrpc, cola, stsb, sst2, qnli, mnli, qqp), imdb, swag, "
+            f"the offline '{DEFAULT_TASK}' (the default when no data files are given), or lm: causal "
+            "language modelling on --train-file/--validation-file text (a decoder model)",
         )
-        group.add_argument("--train-file", help="CSV, TSV, JSON or JSONL training file")
+        group.add_argument("--train-file", help="CSV, TSV, JSON or JSONL training file (--task lm: plain text or JSONL)")
         group.add_argument("--validation-file", help="validation file (same format)")
         group.add_argument("--test-file", help="test file (same format)")
-        group.add_argument("--text-column", help="name of the (first) text column")
+        group.add_argument("--text-column", help="name of the (first) text column (--task lm: the JSONL text field)")
         group.add_argument("--text-pair-column", help="name of the second text column, if any")
         group.add_argument("--label-column", help="name of the label column")
         group.add_argument("--max-seq-length", type=int, default=128, help="truncate inputs to this many tokens")
+        group.add_argument(
+            "--block-size", type=int, dest="max_seq_length", default=argparse.SUPPRESS,
+            help="--task lm: tokens per training and evaluation block, into which the documents are packed "
+            "(the same setting as --max-seq-length; default 128)",
+        )
         group.add_argument("--max-train-samples", type=int, help="use at most this many training examples")
     else:
         # Commands that read a checkpoint take its data settings; these replace them.
@@ -94,7 +100,10 @@ def add_training_flags(parser: argparse.ArgumentParser, supernet: bool, epochs: 
             help="standard, random, random_linear, sandwich, kd or full (sandwich + distillation)",
         )
         group.add_argument("--num-random-subnets", type=int, default=2, help="random sub-networks per step")
-        group.add_argument("--temperature", type=float, default=10.0, help="distillation temperature")
+        group.add_argument(
+            "--temperature", type=float, default=None,
+            help="distillation temperature (default: 10, the paper's; 1 for --task lm, as LLM distillation uses)",
+        )
         group.add_argument(
             "--rewire",
             action=argparse.BooleanOptionalAction,

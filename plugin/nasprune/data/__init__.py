@@ -18,7 +18,9 @@ tensors and a validation error. One concept per module; the public names are re-
   paper's split protocol and the sample caps, and returns a ``datasets.DatasetDict`` with
   ``train``/``validation``/``test``.
 * :mod:`~nasprune.data.tokenization`: :func:`prepare`, :func:`tokenize_dataset` -- tokenisation
-  with truncation and no padding.
+  with truncation and no padding; :func:`ensure_padding` for decoder tokenizers without a pad token.
+* :mod:`~nasprune.data.lm`: the causal LM task (``--task lm``): text files, packing into blocks
+  (:func:`pack_blocks`) and its score (:class:`NextTokenScore`, error = cross-entropy / ln V).
 * :mod:`~nasprune.data.batching`: :class:`PaddingCollator`, :func:`make_dataloader` and the batch
   samplers -- dynamic padding and length-sorted / length-grouped batching.
 * :mod:`~nasprune.data.options`: :class:`DataOptions` (the data flags of every command) and
@@ -41,6 +43,7 @@ from nasprune.data.batching import (
     ShuffledBatchSampler,
     make_dataloader,
 )
+from nasprune.data.lm import IGNORE_INDEX, LM_METRIC, NextTokenScore, pack_blocks
 from nasprune.data.loading import TaskData, load_task_data
 from nasprune.data.metrics import compute_error, compute_metric
 from nasprune.data.options import (
@@ -57,7 +60,7 @@ from nasprune.data.rotten_tomatoes import (
 )
 from nasprune.data.splits import split_dataset, split_train_validation, subsample
 from nasprune.data.tasks import TASKS, VALIDATION_CAP, TaskKind, TaskSpec, get_task, list_tasks
-from nasprune.data.tokenization import prepare, sequence_lengths, tokenize_dataset
+from nasprune.data.tokenization import ensure_padding, prepare, prepare_split, sequence_lengths, tokenize_dataset
 from nasprune.data.user_files import MAX_CLASSES, read_table
 
 __all__ = [
@@ -83,6 +86,12 @@ __all__ = [
     "prepare",
     "tokenize_dataset",
     "sequence_lengths",
+    "ensure_padding",
+    "prepare_split",
+    "IGNORE_INDEX",
+    "LM_METRIC",
+    "NextTokenScore",
+    "pack_blocks",
     "PaddingCollator",
     "LengthGroupedBatchSampler",
     "ShuffledBatchSampler",

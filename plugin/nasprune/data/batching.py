@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from nasprune.accelerator import default_device
+from nasprune.data.lm import IGNORE_INDEX
 from nasprune.data.tokenization import MODEL_INPUTS, sequence_lengths
 from nasprune.errors import NaspruneError
 
@@ -20,7 +21,8 @@ class PaddingCollator:
 
     Produces ``input_ids``, ``attention_mask``, ``token_type_ids`` (when present) of shape
     ``[B, T]`` -- or ``[B, C, T]`` for multiple choice -- and ``labels`` (``float32`` for
-    regression, ``int64`` otherwise). Other keys are ignored.
+    regression, ``int64`` otherwise; per token ``[B, T]``, padded with -100, for causal LM blocks).
+    Other keys are ignored.
     """
 
     def __init__(self, pad_token_id: int, *, regression: bool = False,
@@ -67,7 +69,10 @@ class PaddingCollator:
                 # Flatten [B][C] sequences, pad them jointly, then restore [B, C, T].
                 flat = self._pad([seq for f in features for seq in f[key]], value)
                 batch[key] = flat.view(len(features), choices, -1)
-        if "labels" in features[0]:
+        if "labels" in features[0] and isinstance(features[0]["labels"], (list, tuple)):
+            # Causal LM: one label per token, padded where no loss reads (-100).
+            batch["labels"] = self._pad([f["labels"] for f in features], IGNORE_INDEX)
+        elif "labels" in features[0]:
             dtype = torch.float32 if self.regression else torch.long
             batch["labels"] = torch.tensor([float(f["labels"]) if self.regression
                                             else int(f["labels"]) for f in features], dtype=dtype)

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Any, Collection
+from functools import partial
+from typing import Any, Callable, Collection
 
 import datasets
 
 from nasprune.data.columns import class_names
 from nasprune.data.hub import hub_splits
-from nasprune.data.metrics import compute_error, compute_metric
+from nasprune.data.lm import NextTokenScore, load_text_files
+from nasprune.data.metrics import compute_metric
 from nasprune.data.rotten_tomatoes import rotten_tomatoes_splits
 from nasprune.data.splits import SampleCaps
 from nasprune.data.tasks import TaskKind, TaskSpec, get_task, list_tasks
@@ -29,12 +31,17 @@ class TaskData:
             columns described in :mod:`nasprune.data.columns`.
         num_labels: model outputs: classes, 1 for regression, choices for multiple choice.
         label_names: class names by id (user string labels: the sorted unique values), or None.
+        block_caps: the LM task only (``dataset`` holds documents there): the sample caps, applied
+            to the packed blocks by :func:`nasprune.data.prepare`, with :attr:`seed`.
+        seed: the data seed of those caps.
     """
 
     spec: TaskSpec
     dataset: datasets.DatasetDict
     num_labels: int
     label_names: tuple[str, ...] | None = None
+    block_caps: SampleCaps | None = None
+    seed: int = 0
 
     @property
     def kind(self) -> TaskKind:
@@ -61,13 +68,23 @@ class TaskData:
         """The held-out test split."""
         return self.dataset["test"]
 
-    def metric(self, predictions: Any, labels: Any) -> float:
-        """:func:`compute_metric` for this task."""
-        return compute_metric(self.spec, predictions, labels)
+    @property
+    def is_language_modelling(self) -> bool:
+        """True for the causal LM task (:mod:`nasprune.data.lm`)."""
+        return self.spec.kind == "causal_lm"
+
+    @property
+    def metric(self) -> Callable[[Any, Any], float]:
+        """``metric(predictions, labels)``, higher is better: :func:`compute_metric` for this task,
+        or for the LM task a :class:`~nasprune.data.lm.NextTokenScore`, which evaluators can also
+        sum batch by batch (its logits are too large to keep for a whole split)."""
+        if self.is_language_modelling:
+            return NextTokenScore()
+        return partial(compute_metric, self.spec)
 
     def error(self, predictions: Any, labels: Any) -> float:
-        """:func:`compute_error` for this task."""
-        return compute_error(self.spec, predictions, labels)
+        """``1 - metric`` for this task (:func:`~nasprune.data.metrics.compute_error` for the labelled ones)."""
+        return 1.0 - self.metric(predictions, labels)
 
 
 def load_task_data(
@@ -118,6 +135,11 @@ def load_task_data(
 
     Caps (``max_*_samples``) are applied last, as seeded subsamples without replacement.
 
+    The ``lm`` task (causal language modelling, :mod:`nasprune.data.lm`) takes the same three files
+    as plain text or JSON lines (``text_column``, default ``text``) and the same carving of missing
+    splits; its splits hold documents, packed into blocks by :func:`nasprune.data.prepare`, and its
+    caps count those blocks.
+
     Files that cannot be trained on are refused with one message naming the file and column:
     a text column empty in every row, a training split with a single class (or a constant
     regression target), labels that mix numbers and strings, more than
@@ -133,6 +155,13 @@ def load_task_data(
     """
     caps = SampleCaps(max_train_samples, max_eval_samples, max_test_samples)
     files = {"train": train_file, "validation": validation_file, "test": test_file}
+    if task is not None and get_task(task).kind == "causal_lm":
+        stray = {"--text-pair-column": text_pair_column, "--label-column": label_column,
+                 "label_kind": label_kind, "metric": metric}
+        if any(value is not None for value in stray.values()):
+            raise NaspruneError(f"{', '.join(k for k, v in stray.items() if v is not None)} do not apply to the lm task")
+        spec, splits = load_text_files(files, text_column, seed, private_files)
+        return TaskData(spec, splits, 0, None, block_caps=caps, seed=seed)
     if any(path is not None for path in files.values()):
         base = get_task(task) if task is not None else None
         columns = ColumnArgs(text_column, text_pair_column, label_column)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from nasprune.errors import NaspruneError
 
-TaskKind = Literal["classification", "regression", "multiple_choice"]
+TaskKind = Literal["classification", "regression", "multiple_choice", "causal_lm"]
 
 #: Size of the subsampled validation split for large tasks (paper protocol).
 VALIDATION_CAP = 2048
@@ -27,8 +27,10 @@ class TaskSpec:
             multiple choice: the context column and, optionally, a column prefixed to every choice.
         label_column: source column holding the label.
         num_labels: classes for classification, 1 for regression, choices for multiple choice.
-        kind: ``"classification"``, ``"regression"`` or ``"multiple_choice"``.
-        metric: ``"accuracy"``, ``"f1"``, ``"matthews_correlation"`` or ``"spearman"``.
+        kind: ``"classification"``, ``"regression"``, ``"multiple_choice"`` or ``"causal_lm"``
+            (language modelling on the user's text files, :mod:`nasprune.data.lm`).
+        metric: ``"accuracy"``, ``"f1"``, ``"matthews_correlation"``, ``"spearman"`` or, for
+            ``causal_lm``, ``"lm_score"`` (1 - next-token cross-entropy / ln V).
         num_choices: number of choices (multiple choice only).
         choice_columns: source columns of the choices (multiple choice only).
         hub_path / hub_config: where ``datasets.load_dataset`` finds the task (None: not a hub
@@ -88,6 +90,8 @@ TASKS: dict[str, TaskSpec] = {
                  hub_config="regular", subsample_validation=True),
         TaskSpec("rotten_tomatoes", ("text",), "label", 2, "classification", "accuracy",
                  label_names=("rotten", "fresh")),
+        # Language modelling on the user's own text (--train-file ...): see nasprune.data.lm.
+        TaskSpec("lm", ("text",), "", 0, "causal_lm", "lm_score"),
     )
 }
 

@@ -1,9 +1,10 @@
 """Cut sub-networks out of a dense model into smaller, faster ``PreTrainedModel``\\ s, and save them.
 
 - :mod:`~nasprune.export.slicing`: :func:`slice_subnetwork` copies the kept heads' and units' rows
-  and columns into a :mod:`nasprune.pruned` model.
+  and columns into a :mod:`nasprune.pruned` model (Llama-family decoders: :mod:`~nasprune.export.slicing_llama`).
 - :mod:`~nasprune.export.saving`: :func:`export_subnetwork` writes the pruned model (a stock BERT /
-  RoBERTa where every layer keeps all heads and the same units), its tokenizer, the modeling code
+  RoBERTa where every layer keeps all heads and the same units; a stock Llama-family decoder where
+  every layer keeps the same query heads, key/value heads and units), its tokenizer, the modeling code
   (for ``trust_remote_code=True`` loading without nasprune), a model card and
   ``nasprune_export.json``, atomically; :func:`load_pruned_model` loads it back.
 - :mod:`~nasprune.export.card`: :func:`model_card`, the folder's ``README.md`` in the Hub's format.

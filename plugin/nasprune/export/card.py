@@ -16,8 +16,10 @@ from huggingface_hub.utils import validate_repo_id
 
 # Hub pipeline tags by task kind. transformers has no multiple-choice pipeline: the card says so.
 _PIPELINE_TAGS = {"classification": "text-classification", "regression": "text-classification",
-                  "multiple_choice": "multiple-choice"}
-_AUTO_CLASSES = {"multiple_choice": "AutoModelForMultipleChoice"}
+                  "multiple_choice": "multiple-choice", "causal_lm": "text-generation"}
+# Their stock exports may keep fewer heads (head_dim is a config entry) and key/value heads.
+_LLAMA_FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
+_AUTO_CLASSES = {"multiple_choice": "AutoModelForMultipleChoice", "causal_lm": "AutoModelForCausalLM"}
 
 
 def _hub_id(name: Any) -> str | None:
@@ -91,17 +93,26 @@ def _usage(meta: Mapping[str, Any], repo: str) -> str:
     remote = "" if stock else ", trust_remote_code=True"
     version = meta.get("transformers_version", "")
     if stock:
+        kept = (
+            "every kept layer keeps the same numbers of query heads, key/value heads and MLP units"
+            if meta.get("family") in _LLAMA_FAMILIES
+            else "every kept layer keeps all attention heads and the same FFN width"
+        )
         intro = (
             f"This folder is a stock `{meta.get('architecture', auto)}` (`model_type: {meta.get('family')}`): "
-            "every kept layer keeps all attention heads and the same FFN width, so it needs no custom "
+            f"{kept}, so it needs no custom "
             f"code: it loads as any {meta.get('family')} model does, also in tools that support only stock "
             "models.\n"
         )
     else:
+        why = (
+            "its layers differ in width, or a layer keeps no heads or no units"
+            if meta.get("family") in _LLAMA_FAMILIES
+            else "a layer keeps fewer attention heads than the source model, or the layers differ in width"
+        )
         intro = (
-            "Stock classes cannot hold it (a layer keeps fewer attention heads than the source model, "
-            "or the layers differ in width), so the folder carries its own `configuration.py` and "
-            "`modeling.py`. With nasprune installed, `import nasprune` registers the classes; without "
+            f"Stock classes cannot hold it ({why}), so the folder carries its own configuration and "
+            "modeling files. With nasprune installed, `import nasprune` registers the classes; without "
             "it, pass `trust_remote_code=True`.\n"
         )
     code = [
@@ -112,7 +123,18 @@ def _usage(meta: Mapping[str, Any], repo: str) -> str:
         f'model = {auto}.from_pretrained("{repo}"{remote})',
         f'encoder = AutoModel.from_pretrained("{repo}"{remote})  # the encoder alone',
     ]
-    if task_kind != "multiple_choice":
+    if task_kind == "causal_lm":
+        code[-1] = f'decoder = AutoModel.from_pretrained("{repo}"{remote})  # the decoder alone'
+        code += [
+            "",
+            'inputs = tokenizer("The film was", return_tensors="pt")',
+            "print(tokenizer.decode(model.generate(**inputs, max_new_tokens=20)[0]))",
+            "",
+            "from transformers import pipeline",
+            "",
+            f'generator = pipeline("text-generation", model="{repo}"{remote})',
+        ]
+    elif task_kind != "multiple_choice":
         code += [
             "",
             "from transformers import pipeline",

@@ -31,7 +31,7 @@ def measure_exported_model(
     model = load_pruned_model(directory).to(device or "cpu")
     errors = {}
     for split, column in (("validation", "valid_error"), ("test", "test_error")):
-        encoded = data.tokenize_dataset(task_data.dataset[split], task_data.kind, tokenizer, max_seq_length)
+        encoded = data.prepare_split(task_data, split, tokenizer, max_seq_length)
         loader = data.make_dataloader(encoded, tokenizer, batch_size, shuffle=False, sort_by_length=True)
         errors[column] = plain_model_error(model, loader, task_data.metric)
     return errors

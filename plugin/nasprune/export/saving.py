@@ -17,7 +17,12 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import transformers
 from torch import nn
-from transformers import AutoConfig, AutoModelForMultipleChoice, AutoModelForSequenceClassification
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForMultipleChoice,
+    AutoModelForSequenceClassification,
+)
 
 from nasprune.counting import ParameterCounter, count_macs
 from nasprune.errors import NaspruneError
@@ -26,6 +31,8 @@ from nasprune.export.slicing import slice_subnetwork
 from nasprune.files import replace_folder
 from nasprune.pruned import PRUNED_FAMILIES
 from nasprune.pruned.stock import stock_family, to_stock_model
+from nasprune.pruned.stock_gpt import STOCK_GPT_FAMILIES, fits_stock, to_stock_gpt
+from nasprune.pruned.stock_llama import stock_decoder_family, to_stock_decoder
 from nasprune.subnet import ModelShape, SubNetwork
 from nasprune.supernet import get_adapter, unwrap
 
@@ -73,7 +80,9 @@ def export_subnetwork(
 
     Where every kept layer keeps all heads and the same number of FFN units (:mod:`nasprune.pruned.stock`)
     the folder holds a stock model of the family instead (``model_type`` ``bert`` / ``roberta``, HF's
-    weight names, no custom code), which tools that know only stock models load. Otherwise
+    weight names, no custom code), which tools that know only stock models load; so does a
+    Llama-family decoder whose kept layers all keep the same numbers of query heads, key/value heads
+    and units (:mod:`nasprune.pruned.stock_llama`). Otherwise
     ``auto_map`` names ``AutoModel`` too, so the base encoder loads with ``trust_remote_code=True``.
     ``nasprune_export.json`` says which (``format``: ``stock`` or ``nasprune``). With
     ``macs_seq_length`` it records the MACs at that sequence length, absolute and relative.
@@ -93,8 +102,9 @@ def export_subnetwork(
     hf_model = unwrap(supernet)
     pruned = slice_subnetwork(hf_model, subnet)
     set_label_names(pruned.config, label_names)
-    stock = stock_family(pruned.config, hf_model.config.model_type)
-    model = to_stock_model(pruned, hf_model.config.model_type) if stock else pruned
+    stock_model = _as_stock(pruned, hf_model.config.model_type)
+    stock = stock_model is not None
+    model = stock_model if stock else pruned
     counter = ParameterCounter(hf_model)
     params = sum(p.numel() for p in model.parameters())
     meta = {
@@ -141,6 +151,17 @@ def export_subnetwork(
     return output_dir
 
 
+def _as_stock(pruned: nn.Module, source_model_type: str) -> nn.Module | None:
+    """The stock HF model (same weights and logits) of a pruned model that one can hold, else None."""
+    if source_model_type in STOCK_GPT_FAMILIES:  # GPT-2, GPT-NeoX: all heads and one FFN width
+        return to_stock_gpt(pruned, source_model_type) if fits_stock(pruned.config) else None
+    if stock_decoder_family(pruned.config) is not None:
+        return to_stock_decoder(pruned)
+    if stock_family(pruned.config, source_model_type) is not None:
+        return to_stock_model(pruned, source_model_type)
+    return None
+
+
 def _map_base_model(config_path: Path, family: str) -> None:
     """Add ``AutoModel`` to the saved config's ``auto_map``, so the base encoder loads with remote code.
 
@@ -165,12 +186,16 @@ def _json_default(value: Any) -> Any:
 
 
 def load_pruned_model(path: str | os.PathLike, **kwargs: Any) -> nn.Module:
-    """Load an exported model with the Auto class its task needs (multiple choice or not)."""
+    """Load an exported model with the Auto class its task needs (multiple choice, causal LM or
+    sequence classification)."""
     try:
         config = AutoConfig.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
         raise NaspruneError(f"could not load an exported model from {path}: {err}") from err
     architectures = getattr(config, "architectures", None) or []
-    multiple_choice = any("MultipleChoice" in name for name in architectures)
-    auto = AutoModelForMultipleChoice if multiple_choice else AutoModelForSequenceClassification
+    auto = AutoModelForSequenceClassification
+    if any("MultipleChoice" in name for name in architectures):
+        auto = AutoModelForMultipleChoice
+    elif any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in architectures):  # GPT2LMHeadModel
+        auto = AutoModelForCausalLM
     return auto.from_pretrained(path, config=config, **kwargs)

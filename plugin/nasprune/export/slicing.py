@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from nasprune.errors import NaspruneError
+from nasprune.export.slicing_llama import LLAMA_MODEL_TYPES, llama_pruned_config, llama_state
 from nasprune.pruned import PRUNED_FAMILIES, PrunedFamily
 from nasprune.subnet import ModelShape, SubNetwork
 from nasprune.supernet import encoder_layers, get_adapter, head_feature_indices, unwrap
@@ -103,6 +104,11 @@ def slice_subnetwork(model: nn.Module, subnet: SubNetwork) -> nn.Module:
     shape = ModelShape.from_config(hf_model.config)
     shape.check(subnet)
 
+    if hf_model.config.model_type in LLAMA_MODEL_TYPES:
+        # Llama-family pruned classes keep HF's weight names: one state cut, parameter by parameter.
+        pruned = family.task_class(task_kind)(llama_pruned_config(hf_model.config, subnet, family.config))
+        return _loaded(pruned, llama_state(hf_model, pruned, subnet), hf_model)
+
     config = pruned_config(hf_model.config, subnet)
     pruned = family.task_class(task_kind)(config)
 
@@ -123,6 +129,11 @@ def slice_subnetwork(model: nn.Module, subnet: SubNetwork) -> nn.Module:
                 f"{encoder_prefix}layer.{new_index}.",
             )
         )
+    return _loaded(pruned, state, hf_model)
+
+
+def _loaded(pruned: nn.Module, state: dict, hf_model: nn.Module) -> nn.Module:
+    """``pruned`` with ``state`` loaded (every weight, strictly), on ``hf_model``'s device and dtype, in eval mode."""
     reference = next(hf_model.parameters())
     pruned.to(device=reference.device, dtype=reference.dtype)
     pruned.load_state_dict(state, strict=True)

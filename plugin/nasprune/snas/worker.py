@@ -301,7 +301,8 @@ def run_trial(
     tokenizer = load_tokenizer(model_path)
     # A task head the pre-trained model lacks is initialised at random: from the trial's seed.
     torch.manual_seed(config.seed)
-    hf_model = load_hf_model(model_path, task_data.spec.kind, task_data.num_labels)
+    hf_model = load_hf_model(model_path, task_data.spec.kind, task_data.num_labels or None)
+    data.ensure_padding(tokenizer, hf_model.config)  # decoders: pad = eos, on the right
     supernet = SuperNetwork(hf_model, mode="slice").to(default_device())
     space = get_search_space(args.search_space, supernet.shape)
     unknown = sorted(set(variables) - set(space.variable_names))

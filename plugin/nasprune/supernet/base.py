@@ -21,7 +21,7 @@ from nasprune.errors import NaspruneError
 from nasprune.subnet import ModelShape, SubNetwork
 from nasprune.supernet.encoder import MODES, LayerModules, LayerPlan, SubnetEncoder, compile_plan, scaled_plan
 
-TASK_KINDS = ("classification", "regression", "multiple_choice")
+TASK_KINDS = ("classification", "regression", "multiple_choice", "causal_lm")
 
 _ADAPTERS: dict[str, "FamilyAdapter"] = {}
 
@@ -33,6 +33,8 @@ class FamilyAdapter:
     model_types: tuple[str, ...] = ()
     #: Attribute of the task model that holds the base encoder model (``model.bert``).
     base_attr: str = ""
+    #: A decoder: tokens attend only to earlier tokens (see :mod:`nasprune.supernet.decoder`).
+    causal: bool = False
 
     def position_offset(self, config: Any) -> int:
         """Position slots before the first token's (RoBERTa reserves the padding index and below)."""
@@ -45,6 +47,14 @@ class FamilyAdapter:
     def multiple_choice_classes(self) -> tuple[type, ...]:
         """HF classes with a multiple-choice head."""
         raise NotImplementedError
+
+    def causal_lm_classes(self) -> tuple[type, ...]:
+        """HF classes with a language-modelling head (decoders); encoders have none here."""
+        return ()
+
+    def lm_logits(self, model: nn.Module, sequence_output: torch.Tensor) -> torch.Tensor:
+        """Next-token logits ``[N, T, V]`` from the last hidden states ``[N, T, d]`` (decoders)."""
+        raise NaspruneError(f"{type(model).__name__} has no language-modelling head")
 
     def head_logits(self, model: nn.Module, sequence_output: torch.Tensor, task_kind: str) -> torch.Tensor:
         """Logits from the last hidden states ``[N, T, d]``; ``[N, 1]`` per choice for multiple choice."""
@@ -102,13 +112,15 @@ class FamilyAdapter:
         )
 
     def task_kind(self, model: nn.Module) -> str:
-        """``classification``, ``regression`` or ``multiple_choice``; raises for other heads."""
+        """``classification``, ``regression``, ``multiple_choice`` or ``causal_lm``; raises for other heads."""
+        if self.causal_lm_classes() and isinstance(model, self.causal_lm_classes()):
+            return "causal_lm"
         if isinstance(model, self.multiple_choice_classes()):
             return "multiple_choice"
         if isinstance(model, self.sequence_classification_classes()):
             regression = model.config.num_labels == 1 or model.config.problem_type == "regression"
             return "regression" if regression else "classification"
-        classes = self.sequence_classification_classes() + self.multiple_choice_classes()
+        classes = self.sequence_classification_classes() + self.multiple_choice_classes() + self.causal_lm_classes()
         supported = [c.__name__ for c in classes]
         raise NaspruneError(
             f"{type(model).__name__} is not a supported task model; use one of {', '.join(supported)}"
@@ -145,10 +157,11 @@ def get_adapter(model_type: str) -> FamilyAdapter:
 
 
 class SuperNetwork(nn.Module):
-    """A HF sequence-classification or multiple-choice model that runs selected sub-networks.
+    """A HF sequence-classification, multiple-choice or causal-LM model that runs selected sub-networks.
 
     The forward runs the full network unless a sub-network is active (see :meth:`select`).
     Parameters are those of the wrapped model, so training the super-network trains the model.
+    A causal-LM model's logits are ``[B, T, V]`` (next-token logits at every position).
     """
 
     def __init__(self, hf_model: nn.Module, mode: str = "slice"):
@@ -158,7 +171,7 @@ class SuperNetwork(nn.Module):
         self._task_kind = self._adapter.task_kind(hf_model)
         self._shape = ModelShape.from_config(hf_model.config)
         self._full = SubNetwork.full(self._shape)
-        self._encoder = SubnetEncoder(encoder_layers(hf_model), self._shape)
+        self._encoder = SubnetEncoder(encoder_layers(hf_model), self._shape, causal=self._adapter.causal)
         self.mode = mode
         self._active: SubNetwork | None = None
         self._scaled: list[LayerPlan] | None = None
@@ -243,7 +256,7 @@ class SuperNetwork(nn.Module):
         self.check(subnet)
         self._shape.check_per_head_and_unit(tuple(head_scale.shape), tuple(unit_scale.shape), "scales")
         previous = self._scaled
-        self._scaled = scaled_plan(subnet, head_scale, unit_scale)
+        self._scaled = scaled_plan(subnet, head_scale, unit_scale, self._shape.num_kv_heads)
         try:
             yield self
         finally:
@@ -316,7 +329,8 @@ class SuperNetwork(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits ``[B, num_labels]`` (``[B, C]`` for multiple choice) of the active sub-network.
+        """Logits ``[B, num_labels]`` (``[B, C]`` for multiple choice, ``[B, T, V]`` for a causal
+        LM) of the active sub-network.
 
         ``labels`` is accepted so a whole batch dict can be passed, and ignored: callers compute
         their own loss (cross-entropy, distillation, ...).
@@ -339,7 +353,7 @@ def encoder_layers(model: nn.Module) -> list[LayerModules]:
 
 
 #: Task-head output layers of HF checkpoints: their rows are the head's outputs.
-_HEAD_OUTPUT_WEIGHTS = ("classifier.out_proj.weight", "classifier.weight")
+_HEAD_OUTPUT_WEIGHTS = ("classifier.out_proj.weight", "classifier.weight", "score.weight")
 #: A HuggingFace hub id: ``name`` or ``owner/name``. Anything else is meant as a local path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -426,6 +440,11 @@ def _check_saved_head(
     """Refuse a trained task head that does not fit the task; a bare encoder gets a new head."""
     if not has_task_head(config):
         return
+    if task_kind == "causal_lm":
+        raise NaspruneError(
+            f"model {name_or_path} was saved with a task head ({', '.join(config.architectures)}), not a "
+            "language-modelling head; for --task lm use the pre-trained (or LM fine-tuned) causal language model"
+        )
     saved_multiple_choice = any(a.endswith("ForMultipleChoice") for a in config.architectures)
     if saved_multiple_choice != (task_kind == "multiple_choice"):
         saved = "multiple-choice" if saved_multiple_choice else "sequence-classification"
@@ -456,12 +475,18 @@ def load_hf_model(
     """Load a HF task model from the hub or a local folder, from safetensors weights only.
 
     ``task_kind`` picks the head: ``classification`` (``num_labels`` >= 2; default: the saved
-    head's, else 2), ``regression`` (one output) or ``multiple_choice`` (``num_labels`` is
-    ignored). A trained head that does not fit is refused; a bare encoder gets a new head.
+    head's, else 2), ``regression`` (one output), ``multiple_choice`` or ``causal_lm``
+    (``AutoModelForCausalLM``; ``num_labels`` is ignored by both). A trained head that does not
+    fit is refused; a bare encoder (or a decoder's LM checkpoint) gets a new head.
     Pickled weights (``pytorch_model.bin``) are never loaded: they can run code.
     """
     from safetensors import SafetensorError
-    from transformers import AutoConfig, AutoModelForMultipleChoice, AutoModelForSequenceClassification
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForMultipleChoice,
+        AutoModelForSequenceClassification,
+    )
 
     if task_kind not in TASK_KINDS:
         raise NaspruneError(f"unknown task kind {task_kind!r}; expected one of {', '.join(TASK_KINDS)}")
@@ -477,6 +502,8 @@ def load_hf_model(
         head_outputs = _check_local_weights(folder) if folder is not None else None
         _check_saved_head(str(name_or_path), config, task_kind, num_labels, head_outputs)
         kwargs["use_safetensors"] = True
+        if task_kind == "causal_lm":
+            return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
         if task_kind == "multiple_choice":
             return AutoModelForMultipleChoice.from_pretrained(name_or_path, **kwargs)
         if task_kind == "regression":

@@ -18,6 +18,11 @@ second input projection (``ffn_up``), pre-norm blocks (``pre_norm``), and an ``a
 for attention that is more than scaled dot products (rotary embeddings, sliding windows, relative
 positions). ``attend`` receives only the kept heads' queries, keys and values, so slicing still
 holds for such families.
+
+Decoders use the same forward: ``SubnetEncoder(..., causal=True)`` adds a causal mask to the
+padding mask, ``parallel_residual`` layers (GPT-NeoX) add attention and FFN outputs of the same
+input, and grouped-query attention (Llama-family) reads the key/value rows of the kept groups only
+(:attr:`LayerPlan.kv_rows`), each shared by the kept query heads of its group.
 """
 
 from __future__ import annotations
@@ -68,7 +73,11 @@ Linear = Union[nn.Linear, LinearPart]
 
 
 class AttendFunction(Protocol):
-    """Attention of the kept heads: ``[N, h, T, dh]`` queries, keys, values -> ``[N, h, T, dh]`` context.
+    """Attention of the kept heads: ``[N, h, T, dh]`` queries and ``[N, h_kv, T, dh]`` keys and
+    values -> ``[N, h, T, dh]`` context. Without GQA ``h_kv == h``; with it, the kept query heads
+    come group by group, ``h / h_kv`` per kept key/value head (``enable_gqa`` of SDPA). ``ext_mask``
+    is additive; in a causal encoder it already holds the causal mask, and it is None when there is
+    no padding, where the function must attend causally itself (SDPA ``is_causal=True``).
 
     ``heads`` selects the kept heads' features (as :attr:`LayerPlan.head_rows`), for families whose
     attention reads more per-head weights (relative-position projections).
@@ -97,6 +106,11 @@ class LayerModules:
     products with an additive mask, and ``head_projections`` for further projections with
     ``head_dim`` output rows per head that ``attend`` reads (DeBERTa's separate relative-position
     key and query projections): counted, exported and rewired with the head.
+
+    Decoders: ``parallel_residual`` for ``x + attn(attn_norm(x)) + ffn(ffn_norm(x))`` (GPT-NeoX;
+    with ``pre_norm``), and ``attn_fixed_modules`` for parameters the attention block holds whole
+    while it keeps any head (Qwen3's per-head-dim ``q_norm``/``k_norm``), so counting stays exact.
+    Under GQA ``key`` and ``value`` have ``kv_heads * head_dim`` output rows.
     """
 
     query: Linear
@@ -116,11 +130,18 @@ class LayerModules:
     pre_norm: bool = False
     attend: AttendFunction | None = None
     head_projections: tuple[Linear, ...] = ()
+    parallel_residual: bool = False
+    attn_fixed_modules: tuple[nn.Module, ...] = ()
 
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """How to run one layer: kept counts, which weights to read and (mask mode) the 0/1 scales."""
+    """How to run one layer: kept counts, which weights to read and (mask mode) the 0/1 scales.
+
+    ``head_rows`` select the query rows (and output-projection columns) of the kept heads;
+    ``kv_rows`` the key/value rows of the kept key/value heads (``num_kv_heads`` of them; 0 means
+    as many as query heads, i.e. ``kv_rows`` is ``head_rows``: no GQA).
+    """
 
     num_heads: int
     num_units: int
@@ -128,6 +149,13 @@ class LayerPlan:
     unit_rows: Selector = None
     head_scale: torch.Tensor | None = None
     unit_scale: torch.Tensor | None = None
+    kv_rows: Selector = None
+    num_kv_heads: int = 0
+
+    @property
+    def key_rows(self) -> Selector:
+        """The key/value rows to read: ``kv_rows`` under GQA, else ``head_rows``."""
+        return self.kv_rows if self.num_kv_heads else self.head_rows
 
 
 def head_feature_indices(heads: Sequence[int] | np.ndarray, head_dim: int) -> np.ndarray:
@@ -155,16 +183,23 @@ def compile_plan(
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
     plans = []
+    kv_kept = shape.kv_mask(subnet.head_mask) if shape.grouped else None
     for layer in range(shape.num_layers):
         heads, units = subnet.head_mask[layer], subnet.unit_mask[layer]
         n_heads, n_units = int(heads.sum()), int(units.sum())
         if mode == "slice":
+            kv = {}
+            if kv_kept is not None and n_heads:
+                # Only the groups that keep a query head need their key/value rows.
+                kv = {"kv_rows": _selector(kv_kept[layer], shape.head_dim, device),
+                      "num_kv_heads": int(kv_kept[layer].sum())}
             plans.append(
                 LayerPlan(
                     num_heads=n_heads,
                     num_units=n_units,
                     head_rows=_selector(heads, shape.head_dim, device) if n_heads else None,
                     unit_rows=_selector(units, 1, device) if n_units else None,
+                    **kv,
                 )
             )
         else:
@@ -174,14 +209,19 @@ def compile_plan(
                     num_units=n_units,
                     head_scale=None if heads.all() else torch.tensor(heads, dtype=dtype, device=device),
                     unit_scale=None if units.all() else torch.tensor(units, dtype=dtype, device=device),
+                    # All query heads run (scaled), so all key/value heads do.
+                    num_kv_heads=shape.kv_heads if shape.grouped else 0,
                 )
             )
     return plans
 
 
-def scaled_plan(subnet: SubNetwork, head_scale: torch.Tensor, unit_scale: torch.Tensor) -> list[LayerPlan]:
+def scaled_plan(
+    subnet: SubNetwork, head_scale: torch.Tensor, unit_scale: torch.Tensor, num_kv_heads: int = 0
+) -> list[LayerPlan]:
     """Mask-mode plans whose scales are the given real-valued (possibly differentiable) tensors,
-    head ``[L, H]`` and unit ``[L, I]``; the layer structure follows ``subnet``.
+    head ``[L, H]`` and unit ``[L, I]``; the layer structure follows ``subnet``. Every key/value
+    head runs: ``num_kv_heads`` of them under GQA (``ModelShape.num_kv_heads``), 0 without.
 
     A layer that keeps no head (unit) of ``subnet`` skips its attention (FFN) block exactly as the
     binary sub-network does, instead of running it with zero scales, which would still add the
@@ -194,6 +234,7 @@ def scaled_plan(subnet: SubNetwork, head_scale: torch.Tensor, unit_scale: torch.
             num_units=int(units[i]),
             head_scale=head_scale[i],
             unit_scale=unit_scale[i],
+            num_kv_heads=num_kv_heads,
         )
         for i in range(subnet.num_layers)
     ]
@@ -221,52 +262,91 @@ def _linear_cols(x: torch.Tensor, linear: nn.Linear, cols: Selector) -> torch.Te
     return F.linear(x, weight, linear.bias)
 
 
-class SubnetEncoder:
-    """Runs the encoder layers of a HF model under a compiled plan."""
+def causal_mask(
+    ext_mask: torch.Tensor | None, length: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """``ext_mask`` (additive, ``[N, 1, 1, T]`` or None) that also hides later tokens from each
+    query: ``[N or 1, 1, T, T]``."""
+    positions = torch.arange(length, device=device)
+    later = positions[None, :] > positions[:, None]
+    mask = torch.zeros((length, length), dtype=dtype, device=device).masked_fill(later, torch.finfo(dtype).min)
+    mask = mask.view(1, 1, length, length)
+    # Adding two minima would overflow to -inf (NaNs for a padding query that sees no token); the
+    # minimum already means "never attend".
+    return mask if ext_mask is None else (ext_mask + mask).clamp_min(torch.finfo(dtype).min)
 
-    def __init__(self, layers: Sequence[LayerModules], shape: ModelShape):
+
+class SubnetEncoder:
+    """Runs the encoder (or decoder) layers of a HF model under a compiled plan."""
+
+    def __init__(self, layers: Sequence[LayerModules], shape: ModelShape, causal: bool = False):
         self.layers = list(layers)
         self.shape = shape
         self.scale = shape.head_dim**-0.5
+        self.causal = causal
 
     def forward(
         self, hidden: torch.Tensor, ext_mask: torch.Tensor | None, plan: Sequence[LayerPlan]
     ) -> torch.Tensor:
         """Run all layers; ``ext_mask`` is additive and broadcasts to ``[B, heads, T, T]``."""
+        # Without padding a causal encoder passes no mask: SDPA's is_causal (and its fused kernels)
+        # does the masking; ``attend`` functions get ext_mask None and must do the same.
+        is_causal = self.causal and ext_mask is None
+        if self.causal and ext_mask is not None:
+            ext_mask = causal_mask(ext_mask, hidden.shape[-2], hidden.dtype, hidden.device)
         for modules, layer_plan in zip(self.layers, plan):
+            if modules.parallel_residual:
+                # GPT-NeoX: both blocks read the same input; a skipped block adds nothing.
+                out = hidden
+                if layer_plan.num_heads:
+                    out = out + self._attention(hidden, ext_mask, modules, layer_plan, is_causal)
+                if layer_plan.num_units:
+                    out = out + self._ffn(hidden, modules, layer_plan)
+                hidden = out
+                continue
             if layer_plan.num_heads:
-                hidden = self._attention(hidden, ext_mask, modules, layer_plan)
+                out = self._attention(hidden, ext_mask, modules, layer_plan, is_causal)
+                hidden = hidden + out if modules.pre_norm else modules.attn_norm(out + hidden)
             if layer_plan.num_units:
-                hidden = self._ffn(hidden, modules, layer_plan)
+                out = self._ffn(hidden, modules, layer_plan)
+                hidden = hidden + out if modules.pre_norm else modules.ffn_norm(out + hidden)
         return hidden
 
     __call__ = forward
 
     def _attention(
-        self, x: torch.Tensor, ext_mask: torch.Tensor | None, m: LayerModules, plan: LayerPlan
+        self,
+        x: torch.Tensor,
+        ext_mask: torch.Tensor | None,
+        m: LayerModules,
+        plan: LayerPlan,
+        is_causal: bool = False,
     ) -> torch.Tensor:
+        """The attention block's output before the residual connection."""
         batch, length, _ = x.shape
         source = m.attn_norm(x) if m.pre_norm else x
         split = (batch, length, -1, self.shape.head_dim)
         q = linear_rows(source, m.query, plan.head_rows).view(split).transpose(1, 2)
-        k = linear_rows(source, m.key, plan.head_rows).view(split).transpose(1, 2)
-        v = linear_rows(source, m.value, plan.head_rows).view(split).transpose(1, 2)
+        k = linear_rows(source, m.key, plan.key_rows).view(split).transpose(1, 2)
+        v = linear_rows(source, m.value, plan.key_rows).view(split).transpose(1, 2)
         dropout = m.attn_probs_dropout
         # Families without attention-probability dropout hand an nn.Identity, which has no ``p``.
         dropout_p = getattr(dropout, "p", 0.0) if dropout.training else 0.0
         if m.attend is None:
+            # enable_gqa only where needed: torch < 2.5 has no such argument.
+            grouped = {"enable_gqa": True} if k.shape[1] != q.shape[1] else {}
             context = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=ext_mask, dropout_p=dropout_p, scale=self.scale
+                q, k, v, attn_mask=ext_mask, dropout_p=dropout_p, scale=self.scale, is_causal=is_causal, **grouped
             )
         else:
             context = m.attend(q, k, v, ext_mask, dropout_p, self.scale, plan.head_rows)
         if plan.head_scale is not None:
             context = context * plan.head_scale.to(context.dtype).view(1, -1, 1, 1)
         context = context.transpose(1, 2).reshape(batch, length, -1)
-        out = m.attn_out_dropout(_linear_cols(context, m.attn_out, plan.head_rows))
-        return x + out if m.pre_norm else m.attn_norm(out + x)
+        return m.attn_out_dropout(_linear_cols(context, m.attn_out, plan.head_rows))
 
     def _ffn(self, x: torch.Tensor, m: LayerModules, plan: LayerPlan) -> torch.Tensor:
+        """The FFN block's output before the residual connection."""
         source = m.ffn_norm(x) if m.pre_norm else x
         inner = m.activation(linear_rows(source, m.ffn_in, plan.unit_rows))
         if m.ffn_up is not None:
@@ -275,5 +355,4 @@ class SubnetEncoder:
             inner = inner * plan.unit_scale.to(inner.dtype)
         if m.ffn_inner_dropout is not None:
             inner = m.ffn_inner_dropout(inner)
-        out = m.ffn_out_dropout(_linear_cols(inner, m.ffn_out, plan.unit_rows))
-        return x + out if m.pre_norm else m.ffn_norm(out + x)
+        return m.ffn_out_dropout(_linear_cols(inner, m.ffn_out, plan.unit_rows))

@@ -77,7 +77,7 @@ class TrainingConfig:
             warmup_ratio=args.warmup_ratio,
             strategy=strategy,
             num_random_subnets=getattr(args, "num_random_subnets", 2),
-            temperature=getattr(args, "temperature", 10.0),
+            temperature=_temperature(getattr(args, "temperature", None), getattr(args, "task", None)),
         )
 
     def validate(self) -> None:
@@ -92,6 +92,20 @@ class TrainingConfig:
             raise NaspruneError(f"--temperature must be positive, got {self.temperature}")
         if not 0 <= self.warmup_ratio < 1:
             raise NaspruneError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+#: The distillation temperature of the LM task when none is given: Minitron (Muralidharan et al.
+#: 2024) distils LLMs at 1. Over tens of thousands of tokens a high temperature flattens the
+#: teacher's next-token distribution into its long tail.
+LM_TEMPERATURE = 1.0
+
+
+def _temperature(given: float | None, task: str | None) -> float:
+    """``--temperature`` as given, else 1 for the LM task (:data:`LM_TEMPERATURE`) and the paper's 10 for the rest."""
+    if given is not None:
+        return given
+    is_lm = isinstance(task, str) and task.strip().lower() == "lm"
+    return LM_TEMPERATURE if is_lm else TrainingConfig.temperature
 
 
 @dataclass

@@ -1,0 +1,155 @@
+"""The Llama family: Llama, Mistral, Qwen2 and Qwen3.
+
+Pre-norm decoder layers with RMSNorm, rotary position embeddings, SwiGLU units (gate and up
+projections: one unit is a row of each) and grouped-query attention. Mistral attends within a
+sliding window in every layer when ``config.sliding_window`` is set; Qwen2 and Qwen3 in the layers
+``config.layer_types`` marks ``sliding_attention``. Qwen3 normalises each head's queries and keys
+(``q_norm``, ``k_norm``: one weight of ``head_dim`` shared by all heads) before the rotation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasprune.supernet.base import register_adapter
+from nasprune.supernet.decoder import AttentionDropout, DecoderAdapter
+from nasprune.supernet.encoder import LayerModules, Selector, causal_mask
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def sliding_window_causal_mask(ext_mask: torch.Tensor, window: int) -> torch.Tensor:
+    """A causal additive mask ``[N or 1, 1, T, T]`` that also hides keys ``window`` or more
+    positions before the query (HF: a key is seen when ``k > q - window``)."""
+    length = ext_mask.shape[-1]
+    positions = torch.arange(length, device=ext_mask.device)
+    far = positions[None, :] <= positions[:, None] - window
+    return ext_mask.masked_fill(far.view(1, 1, length, length), torch.finfo(ext_mask.dtype).min)
+
+
+class RotaryCausalAttention:
+    """What a Llama-family attention layer computes on the kept heads: optional per-head query/key
+    RMSNorm (Qwen3), rotary embeddings at positions 0..T-1 (as HF without a cache, whatever the
+    padding), then causal scaled dot-product attention with shared key/value heads, optionally
+    within a sliding window."""
+
+    def __init__(
+        self,
+        rotary: nn.Module,
+        window: int | None = None,
+        query_norm: nn.Module | None = None,
+        key_norm: nn.Module | None = None,
+    ):
+        self.rotary = rotary
+        self.window = window
+        self.query_norm = query_norm
+        self.key_norm = key_norm
+
+    def __call__(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        ext_mask: torch.Tensor | None,
+        dropout_p: float,
+        scale: float,
+        heads: Selector,
+    ) -> torch.Tensor:
+        if self.query_norm is not None:
+            query, key = self.query_norm(query), self.key_norm(key)
+        length = query.shape[-2]
+        positions = torch.arange(length, device=query.device).unsqueeze(0)
+        cos, sin = self.rotary(query, positions)  # [1, T, dh] in the query's dtype, as HF
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        query = query * cos + rotate_half(query) * sin
+        key = key * cos + rotate_half(key) * sin
+        if self.window is not None and ext_mask is None:
+            ext_mask = causal_mask(None, length, query.dtype, query.device)
+        if self.window is not None:
+            ext_mask = sliding_window_causal_mask(ext_mask, self.window)
+        is_causal = ext_mask is None  # no padding and no window: SDPA masks causally itself
+        return F.scaled_dot_product_attention(
+            query, key, value, attn_mask=ext_mask, dropout_p=dropout_p, scale=scale,
+            is_causal=is_causal, enable_gqa=key.shape[1] != query.shape[1],
+        )
+
+
+def _window(config: Any, layer: int) -> int | None:
+    """The sliding window of layer ``layer``, None for full attention."""
+    window = getattr(config, "sliding_window", None)
+    if not window:
+        return None
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is None:  # Mistral: every layer, when a window is set
+        return int(window)
+    return int(window) if layer_types[layer] == "sliding_attention" else None
+
+
+@register_adapter
+class LlamaAdapter(DecoderAdapter):
+    """``*ForCausalLM`` and ``*ForSequenceClassification`` of Llama, Mistral, Qwen2 and Qwen3."""
+
+    model_types = ("llama", "mistral", "qwen2", "qwen3")
+    base_attr = "model"
+
+    _CLASS_PREFIXES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}
+
+    def _classes(self, suffix: str) -> tuple[type, ...]:
+        import transformers
+
+        return tuple(getattr(transformers, f"{prefix}{suffix}") for prefix in self._CLASS_PREFIXES.values())
+
+    def sequence_classification_classes(self) -> tuple[type, ...]:
+        return self._classes("ForSequenceClassification")
+
+    def causal_lm_classes(self) -> tuple[type, ...]:
+        return self._classes("ForCausalLM")
+
+    def layers(self, model: nn.Module) -> nn.ModuleList:
+        return self.base_model(model).layers
+
+    def final_norm(self, model: nn.Module) -> nn.Module:
+        return self.base_model(model).norm
+
+    def embed(self, model: nn.Module, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        return self.base_model(model).embed_tokens(input_ids)
+
+    def encoder_layer_modules(self, model: nn.Module) -> list[LayerModules]:
+        # The rotary embedding belongs to the base model, not to a layer.
+        base = self.base_model(model)
+        return [
+            self._layer_modules(layer, base.rotary_emb, _window(model.config, index))
+            for index, layer in enumerate(base.layers)
+        ]
+
+    def layer_modules(self, layer: nn.Module) -> LayerModules:
+        raise NotImplementedError("Llama-family layers need the model's rotary embedding: use encoder_layer_modules")
+
+    def _layer_modules(self, layer: nn.Module, rotary: nn.Module, window: int | None) -> LayerModules:
+        attention, mlp = layer.self_attn, layer.mlp
+        query_norm, key_norm = getattr(attention, "q_norm", None), getattr(attention, "k_norm", None)
+        return LayerModules(
+            query=attention.q_proj,
+            key=attention.k_proj,
+            value=attention.v_proj,
+            attn_probs_dropout=AttentionDropout(attention, attention.attention_dropout),
+            attn_out=attention.o_proj,
+            attn_out_dropout=nn.Identity(),
+            attn_norm=layer.input_layernorm,
+            ffn_in=mlp.gate_proj,
+            ffn_up=mlp.up_proj,
+            activation=mlp.act_fn,
+            ffn_out=mlp.down_proj,
+            ffn_out_dropout=nn.Identity(),
+            ffn_norm=layer.post_attention_layernorm,
+            pre_norm=True,
+            attend=RotaryCausalAttention(rotary, window, query_norm, key_norm),
+            attn_fixed_modules=tuple(m for m in (query_norm, key_norm) if m is not None),
+        )
