@@ -5,7 +5,8 @@ on the validation error the search minimised; the right one shows the test error
 held out from the search. Both mark the full (unpruned) model, draw lines at 100/95/90% of its
 metric, and highlight the recommended point (:func:`nasprune.choosing.recommended_point`).
 
-The empty model (no layers, a majority-class predictor) stays in the data but does not set the
+The empty model (no layers: a majority-class predictor, or for language modelling the next token
+from the current token's embedding alone) stays in the data but does not set the
 axis limits: when its error lies above the others it is drawn on the upper edge of the axes, with
 its true error written beside it, so the interesting part of the front keeps the whole height.
 
@@ -63,6 +64,18 @@ def objective_label(column: str, summary: Mapping[str, Any] | None = None) -> st
     if column == "relative_latency":
         return "latency relative to the full model"
     return column
+
+
+def empty_model_label(summary: Mapping[str, Any] | None = None) -> str:
+    """The legend of the empty model: what a model without layers predicts for the run's task.
+
+    A language-modelling run (its summary records ``vocab_size``) still predicts each next token,
+    from the current token's embedding through the LM head; a classifier predicts one class.
+    """
+    vocab_size = (summary or {}).get("vocab_size")
+    if isinstance(vocab_size, (int, float)) and vocab_size > 1:
+        return "empty model (0 layers, next token from its embedding)"
+    return "empty model (0 layers, majority class)"
 
 
 # --- shared drawing helpers -------------------------------------------------------------------
@@ -198,7 +211,7 @@ def front_figure(
                           textcoords="offset points", ha="right" if right_half else "left", fontsize=8,
                           color=RECOMMENDED, fontweight="bold")
         for index in np.flatnonzero(shown & empty):
-            draw_clipped_outlier(axes, sizes[index], errors[index], "empty model (0 layers, majority class)", "empty model")
+            draw_clipped_outlier(axes, sizes[index], errors[index], empty_model_label(summary), "empty model")
         axes.set_xlabel(objective_label(x, summary))
         axes.set_ylabel(objective_label(error_column, summary))
         axes.set_title(panel_title, fontsize=9)

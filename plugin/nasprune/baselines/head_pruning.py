@@ -5,6 +5,11 @@ The importance of head h is the expected absolute sensitivity of the loss to its
 Molchanov et al. 2017), so that layers with large gradients do not take all the heads. Pruning is
 iterative: each step removes a fixed share of all heads, the least important remaining ones, and
 recomputes the importance on the pruned model. Each step is one sub-network; FFN units are kept.
+
+With grouped-query attention single heads cannot go one by one (:mod:`nasprune.baselines.grouped`):
+each step follows the valid removal path instead (whole key/value groups, or one head of every
+kept group, whichever loses the least importance per head removed) until at least its share of
+heads is gone, so a step may remove a few more heads than the share.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from nasprune.baselines import grouped
 from nasprune.importance import mask_gradients
-from nasprune.subnet import SubNetwork
+from nasprune.subnet import ModelShape, SubNetwork
 from nasprune.supernet import SuperNetwork
 
 
@@ -40,8 +46,18 @@ def head_importance(
     return normalise_per_layer(scores, subnet.head_mask) if normalise else np.where(subnet.head_mask, scores, 0.0)
 
 
-def prune_least_important(subnet: SubNetwork, importance: np.ndarray, count: int) -> SubNetwork:
-    """``subnet`` without its ``count`` least important kept heads (ties: lowest index first)."""
+def prune_least_important(
+    subnet: SubNetwork, importance: np.ndarray, count: int, shape: ModelShape | None = None
+) -> SubNetwork:
+    """``subnet`` without its ``count`` least important kept heads (ties: lowest index first).
+
+    With a grouped-query ``shape``: without at least ``count`` heads, removed along the valid
+    removal path (:func:`nasprune.baselines.grouped.removal_path`), so the result stays valid.
+    """
+    if shape is not None and shape.grouped:
+        path = grouped.removal_path(subnet.head_mask, importance, shape)
+        kept = int(subnet.head_mask.sum())
+        return SubNetwork(grouped.prune_until(subnet.head_mask, path, kept - count), subnet.unit_mask)
     head_mask = subnet.head_mask.copy()
     kept = np.flatnonzero(head_mask.ravel())
     order = kept[np.argsort(importance.ravel()[kept], kind="stable")]
@@ -66,7 +82,8 @@ def iterative_head_pruning(
     :param max_steps: stop after this many steps
     :param min_heads: stop before fewer heads than this would remain
     :param on_step: called with ``(step, subnet)`` as soon as each step is known
-    :return: sub-networks with strictly fewer heads at each step, units untouched
+    :return: sub-networks with strictly fewer heads at each step, units untouched (valid under
+        grouped-query attention)
     """
     total = supernet.shape.num_layers * supernet.shape.num_heads
     per_step = max(1, math.ceil(fraction * total))
@@ -79,7 +96,10 @@ def iterative_head_pruning(
         if max_steps is not None and len(steps) > max_steps:
             break
         importance = head_importance(supernet, loader, subnet, regression, max_examples)
-        subnet = prune_least_important(subnet, importance, per_step)
+        pruned = prune_least_important(subnet, importance, per_step, supernet.shape)
+        if int(pruned.head_mask.sum()) < min_heads:
+            break  # grouped-query attention: the valid removals overshot the share
+        subnet = pruned
         steps.append(subnet)
         if on_step is not None:
             on_step(len(steps) - 1, subnet)

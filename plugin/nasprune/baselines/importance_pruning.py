@@ -20,6 +20,11 @@ the same *share* ``r`` of heads and of units is kept:
 - ``"global"``: all heads of all layers are ranked together and the top ``floor(r L H)`` are kept
   (so some layers may keep more than others, or none), and likewise all units.
 
+With grouped-query attention heads are kept along the valid removal path of
+:mod:`nasprune.baselines.grouped` (whole key/value groups, or one head of every kept group, by the
+least importance per head removed): ``"uniform"`` follows each layer's own path until it keeps at
+most ``floor(r H)`` heads, ``"global"`` the path over all layers until at most ``floor(r L H)``.
+
 ``r`` is the largest share whose *exact* cost (MACs or parameters, :class:`~nasprune.baselines.rfp.CostModel`)
 fits the budget; kept sets grow with ``r``, so the cost does too and a bisection over the shares at
 which a count changes finds it.
@@ -37,6 +42,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from nasprune.baselines import grouped
 from nasprune.baselines.rfp import CostModel, sweep_feasible
 from nasprune.errors import NaspruneError
 from nasprune.importance import Importance, MaskGradients, mask_gradients
@@ -70,16 +76,35 @@ def _top(scores: np.ndarray, count: int) -> np.ndarray:
     return kept
 
 
-def allocate(importance: Importance, share: float, allocation: str = "uniform") -> SubNetwork:
-    """The sub-network that keeps the share ``share`` of the heads and of the units, by ``allocation``."""
+def allocate(
+    importance: Importance, share: float, allocation: str = "uniform", shape: ModelShape | None = None
+) -> SubNetwork:
+    """The sub-network that keeps the share ``share`` of the heads and of the units, by ``allocation``.
+
+    With a grouped-query ``shape`` the heads follow the valid removal path (module docstring), so
+    the sub-network is valid; it may keep fewer heads than the share.
+    """
     num_layers, num_heads = importance.head.shape
     intermediate = importance.unit.shape[1]
+    grouped_heads = shape is not None and shape.grouped
     if allocation == "uniform":
         heads, units = _count(share, num_heads), _count(share, intermediate)
-        head_mask = np.stack([_top(importance.head[i], heads) for i in range(num_layers)])
+        if grouped_heads:
+            full = np.ones(num_heads, bool)
+            head_mask = np.stack([
+                grouped.prune_until(full[None], grouped.layer_path(full, importance.head[i], shape), heads)[0]
+                for i in range(num_layers)
+            ])
+        else:
+            head_mask = np.stack([_top(importance.head[i], heads) for i in range(num_layers)])
         unit_mask = np.stack([_top(importance.unit[i], units) for i in range(num_layers)])
     elif allocation == "global":
-        head_mask = _top(importance.head.ravel(), _count(share, importance.head.size)).reshape(importance.head.shape)
+        heads = _count(share, importance.head.size)
+        if grouped_heads:
+            full = np.ones(importance.head.shape, bool)
+            head_mask = grouped.prune_until(full, grouped.removal_path(full, importance.head, shape), heads)
+        else:
+            head_mask = _top(importance.head.ravel(), heads).reshape(importance.head.shape)
         unit_mask = _top(importance.unit.ravel(), _count(share, importance.unit.size)).reshape(importance.unit.shape)
     else:
         raise NaspruneError(f"unknown allocation {allocation!r}; choose one of {', '.join(ALLOCATIONS)}")
@@ -102,7 +127,8 @@ def prune_to_budget(importance: Importance, costs: CostModel, budget: float, all
     """
     limit = budget * costs.total * (1 + 1e-12)
     shares = _shares(costs.shape, allocation)
-    if costs.cost(allocate(importance, 0.0, allocation)) > limit:
+    shape = costs.shape
+    if costs.cost(allocate(importance, 0.0, allocation, shape)) > limit:
         raise NaspruneError(
             f"a {costs.kind} budget of {budget:.3f} is below the smallest possible sub-network "
             f"({costs.minimum_relative:.3f} of the model)"
@@ -110,11 +136,11 @@ def prune_to_budget(importance: Importance, costs: CostModel, budget: float, all
     low, high = 0, len(shares) - 1  # shares[low] fits; find the last that does
     while low < high:
         middle = (low + high + 1) // 2
-        if costs.cost(allocate(importance, shares[middle], allocation)) <= limit:
+        if costs.cost(allocate(importance, shares[middle], allocation, shape)) <= limit:
             low = middle
         else:
             high = middle - 1
-    return allocate(importance, shares[low], allocation)
+    return allocate(importance, shares[low], allocation, shape)
 
 
 @dataclass

@@ -18,12 +18,15 @@ import torch
 
 from nasprune.counting import count_macs
 from nasprune.errors import NaspruneError
-from nasprune.subnet import ModelShape, SubNetwork
+from nasprune.subnet import DECODER_MODEL_TYPES, ModelShape, SubNetwork
 from nasprune.training import Trainer, TrainingConfig, label_loss
 
 
 def model_shape(config: Any) -> ModelShape:
-    """The encoder shape of any BERT-like config (DistilBERT names its FFN width ``hidden_dim``)."""
+    """The encoder shape of any BERT-like config (DistilBERT names its FFN width ``hidden_dim``);
+    a decoder's own shape (causal attention, grouped key/value heads, GPT-2's ``n_inner``)."""
+    if getattr(config, "model_type", "") in DECODER_MODEL_TYPES:
+        return ModelShape.from_config(config)
     intermediate = getattr(config, "intermediate_size", None) or getattr(config, "hidden_dim", None)
     if intermediate is None:
         raise NaspruneError(f"cannot read the FFN width of a {getattr(config, 'model_type', '?')} model")

@@ -24,6 +24,14 @@ count and MACs as the binary sub-network, but it is a different set of weights t
 checkpoint's, which :class:`RFPResult` keeps (``scales``) so that it can be rebuilt. The values
 and the folding (:class:`~nasprune.scales.MaskScales`, :func:`~nasprune.scales.apply_scales`) live in
 :mod:`nasprune.scales`, since ``nasprune export`` folds them too.
+
+**Grouped-query attention.** Single heads cannot be kept or pruned freely there
+(:mod:`nasprune.baselines.grouped`). Step 1 then tries every point of the valid removal path
+(whole key/value groups, or one head of every kept group) instead of every number of kept heads;
+the path removes first what loses the least Fisher importance per unit of cost saved, and a whole
+group saves its key and value heads' cost too. The repair removes heads along valid removals, and
+step 2 swaps heads only within their key/value group, which keeps every group's count. Step 3
+needs BERT-style layers, so decoders run with ``--no-mask-tuning``.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nasprune.baselines import grouped
 from nasprune.counting import ParameterCounter, count_macs
 from nasprune.errors import NaspruneError
 from nasprune.importance import Importance, MaskGradients, mask_gradients
@@ -57,6 +66,9 @@ class CostModel:
     MACs are linear in the kept heads and units (:func:`nasprune.counting.count_macs`). Parameters
     also have fixed costs per block (the output bias and LayerNorm of a block that keeps anything);
     the search ignores those and :func:`repair_to_budget` removes masks until the exact count fits.
+    With grouped-query attention ``head_cost`` is a query head's (its query rows and output
+    columns) and ``kv_cost`` a key/value head's, paid while its group keeps any query head;
+    without it ``kv_cost`` is 0 and ``head_cost`` holds the head's key and value rows.
     """
 
     def __init__(self, model: torch.nn.Module, kind: str = "macs", seq_len: int = 128):
@@ -68,20 +80,29 @@ class CostModel:
         self.shape: ModelShape = self.counter.shape
         layers = self.shape.num_layers
         if kind == "macs":
-            self.head_cost = np.full(layers, self._macs(heads=1), dtype=float)
+            if self.shape.grouped:
+                # One group with two heads minus one with one: a query head; the rest of one: its K/V head.
+                query = self._macs(groups=1, heads_per_group=2) - self._macs(groups=1, heads_per_group=1)
+                self.head_cost = np.full(layers, query, dtype=float)
+                self.kv_cost = np.full(layers, self._macs(groups=1, heads_per_group=1) - query, dtype=float)
+            else:
+                self.head_cost = np.full(layers, self._macs(groups=1, heads_per_group=1), dtype=float)
+                self.kv_cost = np.zeros(layers)
             self.unit_cost = np.full(layers, self._macs(units=1), dtype=float)
             self.base = 0.0
             self.total = float(count_macs(SubNetwork.full(self.shape), self.shape, seq_len))
         else:
             self.head_cost = np.array([c.per_head for c in self.counter.layers], dtype=float)
+            self.kv_cost = np.array([c.per_kv_head for c in self.counter.layers], dtype=float)
             self.unit_cost = np.array([c.per_unit for c in self.counter.layers], dtype=float)
             self.base = float(self.counter.non_encoder)
             self.total = float(self.counter.total)
 
-    def _macs(self, heads: int = 0, units: int = 0) -> int:
-        subnet = SubNetwork.from_counts(
-            self.shape, [heads] + [0] * (self.shape.num_layers - 1), [units] + [0] * (self.shape.num_layers - 1)
-        )
+    def _macs(self, groups: int = 0, heads_per_group: int = 0, units: int = 0) -> int:
+        """MACs of ``groups`` key/value groups of ``heads_per_group`` heads and ``units`` units in the
+        first layer (without GQA a group is one head)."""
+        rest = [0] * (self.shape.num_layers - 1)
+        subnet = SubNetwork.from_group_counts(self.shape, [groups] + rest, [heads_per_group] + rest, [units] + rest)
         return count_macs(subnet, self.shape, self.seq_len)
 
     def cost(self, subnet: SubNetwork) -> float:
@@ -115,6 +136,8 @@ def search_masks(importance: Importance, costs: CostModel, budget: float) -> Sub
             f"({costs.minimum_relative:.3f} of the model)"
         )
     shape = costs.shape
+    if shape.grouped:
+        return _search_grouped_masks(importance, costs, budget)
     head_order = np.argsort(-importance.head.ravel(), kind="stable")
     unit_order = np.argsort(-importance.unit.ravel(), kind="stable")
     head_cost = np.repeat(costs.head_cost, shape.num_heads)[head_order]
@@ -143,6 +166,36 @@ def search_masks(importance: Importance, costs: CostModel, budget: float) -> Sub
     return repair_to_budget(subnet, importance, costs, budget)
 
 
+def _search_grouped_masks(importance: Importance, costs: CostModel, budget: float) -> SubNetwork:
+    """Algorithm 1 under grouped-query attention: each point of the valid removal path (module
+    docstring) stands for a number of kept heads, the rest of the budget goes to units."""
+    shape, limit = costs.shape, budget * costs.total
+    full = np.ones((shape.num_layers, shape.num_heads), bool)
+    path = grouped.removal_path(full, importance.head, shape, costs.head_cost, costs.kv_cost)
+    unit_order = np.argsort(-importance.unit.ravel(), kind="stable")
+    unit_gain = np.concatenate([[0.0], np.cumsum(importance.unit.ravel()[unit_order])])
+    unit_spent = np.cumsum(np.repeat(costs.unit_cost, shape.intermediate_size)[unit_order])
+    # After the first j removals of the path: the heads' importance and cost left.
+    head_gain = float(importance.head.sum()) - np.concatenate([[0.0], np.cumsum([r.lost for r in path])])
+    full_cost = float((costs.head_cost * shape.num_heads + costs.kv_cost * shape.kv_heads).sum())
+    head_spent = full_cost - np.concatenate([[0.0], np.cumsum([r.saved for r in path])])
+
+    best, best_score = (len(path), 0), -math.inf
+    for removed in range(len(path), -1, -1):  # from no heads to all of them
+        left = limit - costs.base - head_spent[removed]
+        if left < -1e-9 * max(costs.total, 1.0):
+            break
+        num_units = int(np.searchsorted(unit_spent, max(left, 0.0) * (1 + 1e-12), side="right"))
+        score = head_gain[removed] + unit_gain[num_units]
+        if score > best_score:
+            best, best_score = (removed, num_units), score
+
+    unit_mask = np.zeros(shape.num_layers * shape.intermediate_size, bool)
+    unit_mask[unit_order[: best[1]]] = True
+    subnet = SubNetwork(grouped.remove(full, path[: best[0]]), unit_mask.reshape(shape.num_layers, -1))
+    return repair_to_budget(subnet, importance, costs, budget)
+
+
 def _empty(shape: ModelShape) -> SubNetwork:
     return SubNetwork.from_counts(shape, [0] * shape.num_layers, [0] * shape.num_layers)
 
@@ -150,6 +203,8 @@ def _empty(shape: ModelShape) -> SubNetwork:
 def repair_to_budget(subnet: SubNetwork, importance: Importance, costs: CostModel, budget: float) -> SubNetwork:
     """Drop the least important kept masks (per unit of cost) until the *exact* cost fits ``budget``."""
     limit = budget * costs.total
+    if costs.shape.grouped:
+        return _repair_grouped(subnet, importance, costs, limit)
     head_mask, unit_mask = subnet.head_mask.copy(), subnet.unit_mask.copy()
     head_ratio = importance.head / costs.head_cost[:, None]
     unit_ratio = importance.unit / costs.unit_cost[:, None]
@@ -163,14 +218,37 @@ def repair_to_budget(subnet: SubNetwork, importance: Importance, costs: CostMode
     return SubNetwork(head_mask, unit_mask)
 
 
+def _repair_grouped(subnet: SubNetwork, importance: Importance, costs: CostModel, limit: float) -> SubNetwork:
+    """:func:`repair_to_budget` under grouped-query attention: heads go by valid removals only."""
+    shape = costs.shape
+    head_mask, unit_mask = subnet.head_mask.copy(), subnet.unit_mask.copy()
+    unit_ratio = importance.unit / costs.unit_cost[:, None]
+    while costs.cost(SubNetwork(head_mask, unit_mask)) > limit * (1 + 1e-12):
+        removals = [
+            grouped.cheapest_removal(head_mask[i], importance.head[i], shape, i, costs.head_cost[i], costs.kv_cost[i])
+            for i in range(shape.num_layers)
+        ]
+        removal = min((r for r in removals if r is not None), key=lambda r: r.ratio, default=None)
+        unit_score = np.where(unit_mask, unit_ratio, np.inf)
+        if removal is not None and removal.ratio <= unit_score.min():
+            head_mask[removal.layer, removal.heads] = False
+        else:
+            unit_mask[np.unravel_index(np.argmin(unit_score), unit_mask.shape)] = False
+    return SubNetwork(head_mask, unit_mask)
+
+
 # --- step 2: mask rearrangement -------------------------------------------------------------
-def rearrange_layer(kept: np.ndarray, gradients: np.ndarray, max_swaps: int | None = None) -> np.ndarray:
+def rearrange_layer(
+    kept: np.ndarray, gradients: np.ndarray, max_swaps: int | None = None, groups: np.ndarray | None = None
+) -> np.ndarray:
     """Kwon et al. 2022, §4.2, for one layer: swap kept and pruned masks to lower ``z^T G z``.
 
     :param kept: boolean keep mask of the layer's heads (or units)
     :param gradients: per-example mask gradients of this layer, ``[N, n]``; ``G = g^T g`` is the
         layer's block of the empirical Fisher matrix
     :param max_swaps: at most this many swaps (default: ``n``)
+    :param groups: a group number per mask; only masks of the same group swap (so each group keeps
+        its count: grouped-query attention). None: any two masks may swap
     :return: a keep mask with as many kept masks, whose pruned set has a ``z^T G z`` no larger
     """
     kept = np.asarray(kept, bool).copy()
@@ -188,6 +266,8 @@ def rearrange_layer(kept: np.ndarray, gradients: np.ndarray, max_swaps: int | No
             + (2 * r[in_idx] + diagonal[in_idx])[None, :]
             - 2 * gram[np.ix_(out_idx, in_idx)]
         )
+        if groups is not None:
+            delta = np.where(groups[out_idx][:, None] == groups[in_idx][None, :], delta, np.inf)
         best = np.unravel_index(np.argmin(delta), delta.shape)
         # A relative tolerance: a swap that gains only rounding noise would cycle.
         if delta[best] >= -1e-12 * max(abs(float(pruned @ r)), 1e-300):
@@ -199,10 +279,17 @@ def rearrange_layer(kept: np.ndarray, gradients: np.ndarray, max_swaps: int | No
     return kept
 
 
-def rearrange_masks(subnet: SubNetwork, gradients: MaskGradients, max_swaps: int | None = None) -> SubNetwork:
-    """:func:`rearrange_layer` for the heads and units of every layer; the counts stay the same."""
+def rearrange_masks(
+    subnet: SubNetwork, gradients: MaskGradients, max_swaps: int | None = None, shape: ModelShape | None = None
+) -> SubNetwork:
+    """:func:`rearrange_layer` for the heads and units of every layer; the counts stay the same.
+
+    With a grouped-query ``shape`` heads swap only within their key/value group, so the
+    sub-network stays valid.
+    """
+    groups = np.arange(shape.num_heads) // shape.group_size if shape is not None and shape.grouped else None
     head_mask = np.stack(
-        [rearrange_layer(subnet.head_mask[i], gradients.head[:, i], max_swaps) for i in range(subnet.num_layers)]
+        [rearrange_layer(subnet.head_mask[i], gradients.head[:, i], max_swaps, groups) for i in range(subnet.num_layers)]
     )
     unit_mask = np.stack(
         [rearrange_layer(subnet.unit_mask[i], gradients.unit[:, i], max_swaps) for i in range(subnet.num_layers)]
@@ -269,6 +356,18 @@ class _Normal:
         return float(v @ self.gram @ v - 2 * v @ self.rhs + self.target_sq)
 
 
+def check_mask_tuning(supernet: SuperNetwork) -> None:
+    """Raise :class:`NaspruneError` unless :func:`tune_masks` can tune this model's layers."""
+    if any(m.pre_norm or m.attend is not None or m.ffn_up is not None for m in encoder_layers(supernet)):
+        # The teacher and the per-head least squares below are BERT's post-norm block with plain
+        # dot-product attention; another block (pre-norm decoders, rotary, relative positions,
+        # gated FFN) needs its own.
+        raise NaspruneError(
+            f"mask tuning supports BERT-style layers only, not {supernet.config.model_type}'s; "
+            "pass --no-mask-tuning to run retraining-free pruning without it"
+        )
+
+
 @torch.no_grad()
 def tune_masks(
     supernet: SuperNetwork,
@@ -284,14 +383,8 @@ def tune_masks(
     tuned layer reconstructs the target at least as well as the binary masks do on ``batches``.
     """
     supernet.check(subnet)
+    check_mask_tuning(supernet)
     layers = encoder_layers(supernet)
-    if any(m.pre_norm or m.attend is not None or m.ffn_up is not None for m in layers):
-        # The teacher and the per-head least squares below are BERT's post-norm block with plain
-        # dot-product attention; another block (rotary, relative positions, gated FFN) needs its own.
-        raise NaspruneError(
-            f"mask tuning supports BERT-style layers only, not {supernet.config.model_type}'s; "
-            "pass --no-mask-tuning to run retraining-free pruning without it"
-        )
     was_training = supernet.training
     supernet.eval()
     shape = supernet.shape
@@ -439,7 +532,7 @@ class RetrainingFreePruner:
 
     def prune(self, budget: float) -> RFPResult:
         searched = search_masks(self.fisher, self.costs, budget)
-        subnet = rearrange_masks(searched, self.gradients) if self.rearrange else searched
+        subnet = rearrange_masks(searched, self.gradients, shape=self.costs.shape) if self.rearrange else searched
         batches = self.sample[: self.tuning_batches] if self.tuning_batches else self.sample
         scales = tune_masks(self.supernet, subnet, batches) if self.tune else MaskScales.binary(subnet)
         return RFPResult(budget, searched, subnet, scales, self.costs.relative(subnet))

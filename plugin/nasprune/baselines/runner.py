@@ -214,6 +214,9 @@ def _full_model(run: _Run, valid: SubnetEvaluator, test: SubnetEvaluator) -> dic
 
 def _run_rfp(run: _Run, output_dir: Path) -> dict[str, Any]:
     options = run.options
+    if options.tune_masks:
+        # Before anything is measured: otherwise every budget would be skipped with this warning.
+        rfp.check_mask_tuning(run.supernet)
     valid, test = run.evaluators(run.supernet)
     full_model = _full_model(run, valid, test)
     full = SubNetwork.full(run.supernet.shape)
@@ -316,7 +319,8 @@ def _run_reference_model(run: _Run, output_dir: Path) -> dict[str, Any]:
     full_model = _full_model(run, valid, test)
     name = options.reference_model
     tokenizer = load_tokenizer(name)
-    model = load_hf_model(name, run.info.task_kind, run.info.num_labels).to(run.device)
+    model = load_hf_model(name, run.info.task_kind, run.info.num_labels or None).to(run.device)
+    data.ensure_padding(tokenizer, model.config)  # decoders: pad = eos, on the right, as the checkpoint's own
     encoded = data.prepare(run.task_data, tokenizer, run.data_options.max_seq_length)
 
     def loader(split: str, batch_size: int, shuffle: bool):
