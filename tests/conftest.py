@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -168,3 +172,57 @@ def test_device() -> torch.device:
     from nasprune.accelerator import resolve_device
 
     return resolve_device(os.environ.get("NASPRUNE_TEST_DEVICE", "cpu"))
+
+
+# Exported folders must load in a Python where nasprune cannot be imported at all: a meta path hook
+# makes every `import nasprune...` fail, whatever sys.path or the editable install say.
+_BLOCK_NASPRUNE = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    class BlockNasprune(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "nasprune" or name.startswith("nasprune."):
+                raise ModuleNotFoundError(f"nasprune is blocked in this test: {name}")
+
+    sys.meta_path.insert(0, BlockNasprune())
+    """
+)
+_ANSWER_JOBS = textwrap.dedent(
+    """
+    replies = [answer(job) for job in json.loads(sys.stdin.read())]
+    assert not any(m.startswith("nasprune") for m in sys.modules), "nasprune was imported"
+    print(json.dumps(replies))
+    """
+)
+
+
+#: The ``answer`` of classifiers (sequence classification, regression, multiple choice): a job's
+#: folder loaded with ``trust_remote_code``, its logits on the job's batch, and the model's module.
+CLASSIFIER_ANSWER = """
+import torch
+from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
+
+def answer(job):
+    auto = AutoModelForMultipleChoice if job["task"] == "multiple_choice" else AutoModelForSequenceClassification
+    model = auto.from_pretrained(job["directory"], trust_remote_code=True).eval()
+    with torch.inference_mode():
+        logits = model(**{k: torch.tensor(v) for k, v in job["batch"].items()}).logits
+    return {"module": type(model).__module__, "logits": logits.tolist()}
+"""
+
+
+def load_without_nasprune(answer: str, jobs: list[dict], tmp_path) -> list[dict]:
+    """Run ``answer`` (Python source defining ``answer(job) -> dict``, with its own imports) on each
+    job in a fresh Python that cannot import nasprune, and return its replies in order.
+
+    One subprocess answers every job, since starting Python with torch and transformers takes
+    seconds. Jobs and replies travel as JSON; the subprocess caches remote code under ``tmp_path``
+    and never reaches the Hub."""
+    script = _BLOCK_NASPRUNE + textwrap.dedent(answer) + _ANSWER_JOBS
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf_modules"), "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run([sys.executable, "-c", script], input=json.dumps(jobs), capture_output=True, text=True,
+                            env=env, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import load_without_nasprune
 import nasprune  # noqa: F401  (registers the pruned classes with the Auto classes)
 from nasprune.counting import ParameterCounter
 from nasprune.export import EXPORT_META_FILE, export_subnetwork, load_pruned_model, slice_subnetwork
@@ -145,7 +143,7 @@ def test_export_equals_supernet_reloads_and_generates(family, tmp_path):
     assert config["model_type"] == f"nasprune_{family}"
     assert config["heads_per_layer"] == [0, 2, 2] and config["kv_heads_per_layer"] == [0, 1, 2]
     assert config["units_per_layer"] == [10, 0, 20]
-    assert {"configuration_llama.py", "modeling_llama.py"} <= set(os.listdir(out))
+    assert {"configuration_llama.py", "modeling_llama.py", "modeling_decoder.py"} <= set(os.listdir(out))
     assert config["auto_map"]["AutoModelForCausalLM"] == f"modeling_llama.Pruned{type(hf).__name__}"
     meta = json.loads((out / EXPORT_META_FILE).read_text())
     assert meta["format"] == "nasprune" and meta["task_kind"] == "causal_lm" and meta["kept_layers"] == [0, 1, 3]
@@ -272,35 +270,22 @@ def test_onnx_graph_of_a_pruned_decoder_matches_torch(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # trust_remote_code where nasprune cannot be imported
 # ------------------------------------------------------------------------------------------------
-_ISOLATED_LOAD = textwrap.dedent(
-    """
-    import importlib.abc, json, sys
+_ANSWER = """
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    class BlockNasprune(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "nasprune" or name.startswith("nasprune."):
-                raise ModuleNotFoundError(f"nasprune is blocked in this test: {name}")
-
-    sys.meta_path.insert(0, BlockNasprune())
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    replies = []
-    for job in json.loads(sys.stdin.read()):
-        auto = AutoModelForCausalLM if job["task"] == "causal_lm" else AutoModelForSequenceClassification
-        model = auto.from_pretrained(job["directory"], trust_remote_code=True).eval()
-        batch = {k: torch.tensor(v) for k, v in job["batch"].items()}
-        reply = {"module": type(model).__module__}
-        with torch.inference_mode():
-            reply["logits"] = model(**batch).logits.tolist()
-            if job["task"] == "causal_lm":
-                prompt = torch.tensor(job["prompt"])
-                reply["generated"] = model.generate(input_ids=prompt, max_new_tokens=5, do_sample=False).tolist()
-        replies.append(reply)
-    assert not any(m.startswith("nasprune") for m in sys.modules), "nasprune was imported"
-    print(json.dumps(replies))
-    """
-)
+def answer(job):
+    auto = AutoModelForCausalLM if job["task"] == "causal_lm" else AutoModelForSequenceClassification
+    model = auto.from_pretrained(job["directory"], trust_remote_code=True).eval()
+    batch = {k: torch.tensor(v) for k, v in job["batch"].items()}
+    reply = {"module": type(model).__module__}
+    with torch.inference_mode():
+        reply["logits"] = model(**batch).logits.tolist()
+        if job["task"] == "causal_lm":
+            prompt = torch.tensor(job["prompt"])
+            reply["generated"] = model.generate(input_ids=prompt, max_new_tokens=5, do_sample=False).tolist()
+    return reply
+"""
 
 
 def test_trust_remote_code_loads_and_generates_without_nasprune(tmp_path):
@@ -316,12 +301,7 @@ def test_trust_remote_code_loads_and_generates_without_nasprune(tmp_path):
                      "batch": {k: v.tolist() for k, v in batch.items()}})
         expected.append((supernet_logits(supernet, subnet, **batch),
                          greedy(supernet, subnet, prompt, 5) if task == "causal_lm" else None))
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf_modules"), "HF_HUB_OFFLINE": "1"}
-    env.pop("PYTHONPATH", None)
-    result = subprocess.run([sys.executable, "-c", _ISOLATED_LOAD], input=json.dumps(jobs), capture_output=True,
-                            text=True, env=env, cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    replies = json.loads(result.stdout.strip().splitlines()[-1])
+    replies = load_without_nasprune(_ANSWER, jobs, tmp_path)
     kept = batch["attention_mask"].bool()
     for reply, (logits, generated), job in zip(replies, expected, jobs, strict=True):
         assert reply["module"].startswith("transformers_modules.")

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import random_subnet
+from conftest import load_without_nasprune, random_subnet
 from nasprune.counting import ParameterCounter
 from nasprune.export import EXPORT_META_FILE, export_subnetwork, load_pruned_model, slice_subnetwork
 from nasprune.rewiring import Permutation, apply_permutation
@@ -358,36 +355,23 @@ def test_supernetwork_trains_the_shared_weights():
 # ------------------------------------------------------------------------------------------------
 # Loading without nasprune (both families, causal LM and classification, one Python start-up)
 # ------------------------------------------------------------------------------------------------
-_ISOLATED_LOAD = textwrap.dedent(
-    """
-    import importlib.abc, json, sys
+_ANSWER = """
+import torch
+from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    class BlockNasprune(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "nasprune" or name.startswith("nasprune."):
-                raise ModuleNotFoundError(f"nasprune is blocked in this test: {name}")
-
-    sys.meta_path.insert(0, BlockNasprune())
-    import torch
-    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    replies = []
-    for job in json.loads(sys.stdin.read()):
-        auto = AutoModelForCausalLM if job["task"] == "causal_lm" else AutoModelForSequenceClassification
-        model = auto.from_pretrained(job["directory"], trust_remote_code=True).eval()
-        batch = {k: torch.tensor(v) for k, v in job["batch"].items()}
-        with torch.inference_mode():
-            logits = model(**batch).logits
-        base = AutoModel.from_pretrained(job["directory"], trust_remote_code=True)
-        reply = {"module": type(model).__module__, "logits": logits.tolist(), "base": type(base).__name__}
-        if job["task"] == "causal_lm":
-            prompt = batch["input_ids"][:1, :4]
-            reply["generated"] = model.generate(prompt, max_new_tokens=3, do_sample=False, pad_token_id=0).tolist()
-        replies.append(reply)
-    assert not any(m.startswith("nasprune") for m in sys.modules), "nasprune was imported"
-    print(json.dumps(replies))
-    """
-)
+def answer(job):
+    auto = AutoModelForCausalLM if job["task"] == "causal_lm" else AutoModelForSequenceClassification
+    model = auto.from_pretrained(job["directory"], trust_remote_code=True).eval()
+    batch = {k: torch.tensor(v) for k, v in job["batch"].items()}
+    with torch.inference_mode():
+        logits = model(**batch).logits
+    base = AutoModel.from_pretrained(job["directory"], trust_remote_code=True)
+    reply = {"module": type(model).__module__, "logits": logits.tolist(), "base": type(base).__name__}
+    if job["task"] == "causal_lm":
+        prompt = batch["input_ids"][:1, :4]
+        reply["generated"] = model.generate(prompt, max_new_tokens=3, do_sample=False, pad_token_id=0).tolist()
+    return reply
+"""
 
 
 def test_exports_load_without_nasprune(tmp_path):
@@ -403,14 +387,7 @@ def test_exports_load_without_nasprune(tmp_path):
             if task == "causal_lm":
                 generated = _greedy_without_cache(supernet, subnet, batch["input_ids"][:1, :4], 3)
             expected.append((supernet_logits(supernet, batch, subnet), batch, generated))
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf_modules"), "HF_HUB_OFFLINE": "1"}
-    env.pop("PYTHONPATH", None)
-    result = subprocess.run(
-        [sys.executable, "-c", _ISOLATED_LOAD], input=json.dumps(jobs), capture_output=True, text=True,
-        env=env, cwd=tmp_path, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    replies = json.loads(result.stdout.strip().splitlines()[-1])
+    replies = load_without_nasprune(_ANSWER, jobs, tmp_path)
     for reply, (logits, batch, generated) in zip(replies, expected, strict=True):
         assert reply["module"].startswith("transformers_modules.")
         assert reply["base"] in ("PrunedGPT2Model", "PrunedGPTNeoXModel")  # AutoModel: the decoder alone

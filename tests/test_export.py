@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_batch, tiny_model
+from conftest import CLASSIFIER_ANSWER, load_without_nasprune, tiny_batch, tiny_model
 
 from nasprune.counting import ParameterCounter
 from nasprune.errors import NaspruneError
@@ -252,37 +249,6 @@ def test_export_refuses_to_overwrite_unless_asked(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["model"]
 
 
-# The exported folders must load in a Python where nasprune cannot be imported at all: a meta path
-# hook makes every `import nasprune...` fail, whatever sys.path or the editable install say. One
-# subprocess loads every folder, since starting Python with torch and transformers takes seconds.
-_ISOLATED_LOAD = textwrap.dedent(
-    """
-    import importlib.abc, json, sys
-
-    class BlockNasprune(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "nasprune" or name.startswith("nasprune."):
-                raise ModuleNotFoundError(f"nasprune is blocked in this test: {name}")
-
-    sys.meta_path.insert(0, BlockNasprune())
-    import torch
-    from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
-
-    replies = []
-    for job in json.loads(sys.stdin.read()):
-        batch = {k: torch.tensor(v) for k, v in job["batch"].items()}
-        multiple_choice = job["task"] == "multiple_choice"
-        auto = AutoModelForMultipleChoice if multiple_choice else AutoModelForSequenceClassification
-        model = auto.from_pretrained(job["directory"], trust_remote_code=True).eval()
-        with torch.inference_mode():
-            logits = model(**batch).logits
-        replies.append({"module": type(model).__module__, "logits": logits.tolist()})
-    assert not any(m.startswith("nasprune") for m in sys.modules), "nasprune was imported"
-    print(json.dumps(replies))
-    """
-)
-
-
 def test_trust_remote_code_loads_without_nasprune(tmp_path):
     jobs, expected = [], []
     for family, task in (("bert", "multiple_choice"), ("roberta", "regression"), ("bert", "classification")):
@@ -293,19 +259,7 @@ def test_trust_remote_code_loads_without_nasprune(tmp_path):
         out = export_subnetwork(supernet, subnet, None, tmp_path / f"{family}-{task}")
         jobs.append({"directory": str(out), "task": task, "batch": {k: v.tolist() for k, v in batch.items()}})
         expected.append(masked_logits(supernet, batch, subnet))
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf_modules"), "HF_HUB_OFFLINE": "1"}
-    env.pop("PYTHONPATH", None)
-    result = subprocess.run(
-        [sys.executable, "-c", _ISOLATED_LOAD],
-        input=json.dumps(jobs),
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    replies = json.loads(result.stdout.strip().splitlines()[-1])
+    replies = load_without_nasprune(CLASSIFIER_ANSWER, jobs, tmp_path)
     for reply, logits in zip(replies, expected, strict=True):
         assert reply["module"].startswith("transformers_modules.")
         torch.testing.assert_close(torch.tensor(reply["logits"]), logits, atol=ATOL, rtol=0)

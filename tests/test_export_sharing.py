@@ -10,15 +10,12 @@ import json
 import os
 import re
 import shlex
-import subprocess
-import sys
-import textwrap
 from unittest import mock
 
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_batch, tiny_model, write_sentiment_csv, write_tiny_bert
+from conftest import load_without_nasprune, tiny_batch, tiny_model, write_sentiment_csv, write_tiny_bert
 from huggingface_hub import HfApi
 from huggingface_hub.repocard import metadata_load
 
@@ -200,46 +197,23 @@ def test_push_to_hub_uploads_the_finished_folder(in_workspace, tmp_path, monkeyp
 
 
 # --- the exported folder's format: AutoModel in auto_map; stock configs where layers are uniform --
-# One subprocess, where nasprune cannot be imported, loads every folder (see test_export.py).
-_LOAD_WITHOUT_NASPRUNE = textwrap.dedent(
-    """
-    import importlib.abc, json, sys
+# One subprocess, where nasprune cannot be imported, loads every folder (conftest.load_without_nasprune).
+_ANSWER = """
+import torch
+import transformers
 
-    class BlockNasprune(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "nasprune" or name.startswith("nasprune."):
-                raise ModuleNotFoundError(f"nasprune is blocked in this test: {name}")
-
-    sys.meta_path.insert(0, BlockNasprune())
-    import torch
-    import transformers
-
-    replies = []
-    for job in json.loads(sys.stdin.read()):
-        if "text" in job:  # the model card's pipeline line
-            classifier = transformers.pipeline("text-classification", model=job["directory"], **job["kwargs"])
-            replies.append(classifier(job["text"])[0])
-            continue
-        batch = {k: torch.tensor(v) for k, v in job["batch"].items()}
-        auto = getattr(transformers, job["auto"])
-        model = auto.from_pretrained(job["directory"], **job["kwargs"]).eval()
-        with torch.inference_mode():
-            output = model(**batch)
-        values = output.logits if hasattr(output, "logits") else output.last_hidden_state
-        replies.append({"class": type(model).__module__ + "." + type(model).__name__, "values": values.tolist()})
-    assert not any(m.startswith("nasprune") for m in sys.modules), "nasprune was imported"
-    print(json.dumps(replies))
-    """
-)
-
-
-def _load_without_nasprune(jobs, tmp_path) -> list[dict]:
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf_modules"), "HF_HUB_OFFLINE": "1"}
-    env.pop("PYTHONPATH", None)
-    result = subprocess.run([sys.executable, "-c", _LOAD_WITHOUT_NASPRUNE], input=json.dumps(jobs),
-                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def answer(job):
+    if "text" in job:  # the model card's pipeline line
+        classifier = transformers.pipeline("text-classification", model=job["directory"], **job["kwargs"])
+        return classifier(job["text"])[0]
+    batch = {k: torch.tensor(v) for k, v in job["batch"].items()}
+    auto = getattr(transformers, job["auto"])
+    model = auto.from_pretrained(job["directory"], **job["kwargs"]).eval()
+    with torch.inference_mode():
+        output = model(**batch)
+    values = output.logits if hasattr(output, "logits") else output.last_hidden_state
+    return {"class": type(model).__module__ + "." + type(model).__name__, "values": values.tolist()}
+"""
 
 
 def _masked(supernet: SuperNetwork, batch: dict, subnet: SubNetwork) -> torch.Tensor:
@@ -294,7 +268,7 @@ def test_uniform_layers_export_as_stock_models_and_others_map_automodel(tmp_path
     text = "good film"
     jobs.append({"directory": str(tmp_path / "case-3"), "text": text, "kwargs": {"trust_remote_code": True}})
     expected_answer = pipeline("text-classification", model=str(tmp_path / "case-3"))(text)[0]
-    *replies, answer = _load_without_nasprune(jobs, tmp_path)
+    *replies, answer = load_without_nasprune(_ANSWER, jobs, tmp_path)
     assert answer["label"] == expected_answer["label"]
     assert answer["score"] == pytest.approx(expected_answer["score"], abs=1e-5)
     for reply, (module, values) in zip(replies, expected, strict=True):

@@ -12,9 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
-import sys
-import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -24,7 +21,15 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import SENTIMENT_WORDS, TASKS, random_subnet, tiny_batch, write_sentiment_csv
+from conftest import (
+    CLASSIFIER_ANSWER,
+    SENTIMENT_WORDS,
+    TASKS,
+    load_without_nasprune,
+    random_subnet,
+    tiny_batch,
+    write_sentiment_csv,
+)
 from nasprune.counting import ParameterCounter, count_fixed_macs
 from nasprune.errors import NaspruneError
 from nasprune.export import EXPORT_META_FILE, export_onnx, export_subnetwork, slice_subnetwork
@@ -272,32 +277,6 @@ def test_export_has_the_counted_parameters_and_the_supernets_logits(model_and_ba
     torch.testing.assert_close(hf_logits(reloaded, batch), run(supernet, batch, subnet), atol=ATOL, rtol=0)
 
 
-_ISOLATED_LOAD = textwrap.dedent(
-    """
-    import importlib.abc, json, sys
-
-    class BlockNasprune(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "nasprune" or name.startswith("nasprune."):
-                raise ModuleNotFoundError(f"nasprune is blocked in this test: {name}")
-
-    sys.meta_path.insert(0, BlockNasprune())
-    import torch
-    from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
-
-    replies = []
-    for job in json.loads(sys.stdin.read()):
-        auto = AutoModelForMultipleChoice if job["task"] == "multiple_choice" else AutoModelForSequenceClassification
-        model = auto.from_pretrained(job["directory"], trust_remote_code=True).eval()
-        with torch.inference_mode():
-            logits = model(**{k: torch.tensor(v) for k, v in job["batch"].items()}).logits
-        replies.append({"module": type(model).__module__, "logits": logits.tolist()})
-    assert not any(m.startswith("nasprune") for m in sys.modules), "nasprune was imported"
-    print(json.dumps(replies))
-    """
-)
-
-
 def test_exports_load_without_nasprune(tmp_path):
     jobs, expected = [], []
     for index, family in enumerate(FAMILIES):
@@ -309,14 +288,7 @@ def test_exports_load_without_nasprune(tmp_path):
         out = export_subnetwork(supernet, subnet, None, tmp_path / family)
         jobs.append({"directory": str(out), "task": task, "batch": {k: v.tolist() for k, v in batch.items()}})
         expected.append(run(supernet, batch, subnet))
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf_modules"), "HF_HUB_OFFLINE": "1"}
-    env.pop("PYTHONPATH", None)
-    result = subprocess.run(
-        [sys.executable, "-c", _ISOLATED_LOAD], input=json.dumps(jobs), capture_output=True, text=True,
-        env=env, cwd=tmp_path, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    replies = json.loads(result.stdout.strip().splitlines()[-1])
+    replies = load_without_nasprune(CLASSIFIER_ANSWER, jobs, tmp_path)
     for reply, logits in zip(replies, expected, strict=True):
         assert reply["module"].startswith("transformers_modules.")
         torch.testing.assert_close(torch.tensor(reply["logits"]), logits, atol=ATOL, rtol=0)

@@ -63,7 +63,7 @@ class PrunedGPT2Config(GPT2Config):
         """The entries of a dense GPT-2 config ``values`` that follow the ``kept`` layers."""
         return {"n_layer": len(kept), "source_layers": list(kept)}
 
-    def validate_architecture(self):
+    def validate_architecture(self) -> None:
         """Part of the `@strict` validation: the per-layer lists must fit the model."""
         if self.add_cross_attention:
             raise ValueError("pruned GPT-2 models have no cross-attention")

@@ -46,7 +46,7 @@ class PrunedGPTNeoXConfig(GPTNeoXConfig):
         self.units_per_layer = [int(u) for u in self.units_per_layer]
         super().__post_init__(**kwargs)
 
-    def validate_architecture(self):
+    def validate_architecture(self) -> None:
         """Part of the `@strict` validation: the per-layer lists must fit the model."""
         super().validate_architecture()
         for name, values, upper in (

@@ -16,6 +16,8 @@ works where nasprune is not installed. It must therefore import nothing but the 
 
 from __future__ import annotations
 
+from typing import Any
+
 from huggingface_hub.dataclasses import strict
 from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
@@ -37,7 +39,7 @@ def _fill_widths(config) -> None:
         config.head_dim = config.hidden_size // config.num_attention_heads
 
 
-def layer_window(config, index: int) -> int | None:
+def layer_window(config: Any, index: int) -> int | None:
     """The sliding window of kept layer ``index``, or None for full attention (the family's rule:
     Qwen2/Qwen3 per ``layer_types``, Mistral for every layer, Llama never)."""
     window = getattr(config, "sliding_window", None) or None
@@ -85,7 +87,7 @@ class _PrunedWidthsMixin:
         _fill_widths(self)
         super().__post_init__(**kwargs)
 
-    def validate_architecture(self):
+    def validate_architecture(self) -> None:
         """Part of the `@strict` validation: the per-layer widths must fit the model."""
         super().validate_architecture()
         _check_widths(self)

@@ -16,7 +16,8 @@ Generation keeps a key/value cache for the layers that have attention only (numb
 
 This file is copied next to exported weights so that ``from_pretrained(..., trust_remote_code=True)``
 works where nasprune is not installed. It must therefore import nothing but the standard library,
-``torch``, ``transformers`` and its sibling ``configuration_gpt2`` module.
+``torch``, ``transformers`` and its sibling modules ``configuration_gpt2`` and ``modeling_decoder`` (what the
+pruned decoders share), which ``save_pretrained`` copies with it.
 """
 
 from __future__ import annotations
@@ -26,44 +27,18 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache, DynamicCache
-from transformers.loss.loss_utils import ForCausalLMLoss, ForSequenceClassificationLoss
-from transformers.modeling_outputs import (
-    BaseModelOutputWithPast,
-    CausalLMOutputWithPast,
-    SequenceClassifierOutputWithPast,
-)
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from .configuration_gpt2 import PrunedGPT2Config
-
-
-def causal_mask(
-    attention_mask: torch.Tensor | None, length: int, past: int, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
-    """Additive mask ``[N or 1, 1, T, past + T]``: query i sees key j iff j <= past + i and key j is a
-    token (``attention_mask [N, past + T]``, 1 = token; None = no padding)."""
-    total = past + length
-    hidden = torch.arange(total, device=device)[None, :] > torch.arange(past, total, device=device)[:, None]
-    hidden = hidden.view(1, 1, length, total)
-    if attention_mask is not None:
-        if attention_mask.dim() != 2:
-            raise ValueError("pruned models take a 2-D attention_mask [batch, keys] (1 = token, 0 = padding)")
-        hidden = hidden | (attention_mask[:, None, None, -total:] == 0)
-    # A finite minimum, never -inf: a padding query with no key left gets a uniform softmax, not NaNs.
-    return torch.zeros(hidden.shape, dtype=dtype, device=device).masked_fill(hidden, torch.finfo(dtype).min)
-
-
-def last_token_indices(input_ids: torch.Tensor | None, pad_token_id: int | None, batch: int) -> torch.Tensor | int:
-    """HuggingFace's rule for last-token heads: the rightmost token that is not padding."""
-    if pad_token_id is None:
-        if batch != 1:
-            raise ValueError("Cannot handle batch sizes > 1 if no padding token is defined.")
-        return -1
-    if input_ids is None:
-        return -1
-    non_pad = (input_ids != pad_token_id).to(torch.int32)
-    positions = torch.arange(input_ids.shape[-1], device=input_ids.device, dtype=torch.int32)
-    return (positions * non_pad).argmax(-1)
+from .modeling_decoder import (
+    PrunedCausalLMMixin,
+    PrunedSequenceClassifierMixin,
+    cache_slots,
+    causal_mask,
+    model_output,
+    start_decoding,
+)
 
 
 class PrunedGPT2Attention(nn.Module):
@@ -147,8 +122,8 @@ class PrunedGPT2Encoder(nn.Module):
 
     def __init__(self, config: PrunedGPT2Config):
         super().__init__()
-        cache_indices = [sum(h > 0 for h in config.heads_per_layer[:i]) for i in range(config.n_layer)]
-        self.layer = nn.ModuleList(PrunedGPT2Layer(config, i, cache_indices[i]) for i in range(config.n_layer))
+        slots = cache_slots(config.heads_per_layer)
+        self.layer = nn.ModuleList(PrunedGPT2Layer(config, i, slots[i]) for i in range(config.n_layer))
 
 
 class PrunedGPT2PreTrainedModel(PreTrainedModel):
@@ -190,114 +165,35 @@ class PrunedGPT2Model(PrunedGPT2PreTrainedModel):
         **kwargs,
     ) -> BaseModelOutputWithPast:
         """Run ``[N, T]`` token ids (or ``[N, T, d]`` embeddings) after ``cache``'s tokens, if any."""
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        cache = cache if cache is not None else kwargs.get("past_key_values")
         use_cache = use_cache if use_cache is not None else self.config.use_cache
-        if use_cache and cache is None:
-            cache = DynamicCache()
-        if inputs_embeds is None:
-            inputs_embeds = self.wte(input_ids)
+        cache = cache if cache is not None else kwargs.get("past_key_values")
+        inputs_embeds, cache, past, position_ids = start_decoding(
+            self.wte, input_ids, inputs_embeds, position_ids, cache, use_cache
+        )
         length = inputs_embeds.shape[1]
-        past = cache.get_seq_length() if cache is not None else 0
-        if position_ids is None:
-            position_ids = torch.arange(past, past + length, device=inputs_embeds.device).unsqueeze(0)
         hidden = inputs_embeds + self.wpe(position_ids)
         if token_type_ids is not None:
             hidden = hidden + self.wte(token_type_ids)
         hidden = self.drop(hidden)
-        mask = causal_mask(attention_mask, length, past, hidden.dtype, hidden.device)
+        mask = causal_mask(attention_mask, past, length, past + length, hidden.dtype, hidden.device)
         for layer in self.encoder.layer:
-            hidden = layer(hidden, mask, cache if use_cache else None)
-        return BaseModelOutputWithPast(last_hidden_state=self.ln_f(hidden), cache=cache if use_cache else None)
+            hidden = layer(hidden, mask, cache)
+        return model_output(BaseModelOutputWithPast, cache, last_hidden_state=self.ln_f(hidden))
 
 
-class PrunedGPT2ForCausalLM(PrunedGPT2PreTrainedModel, GenerationMixin):
+class PrunedGPT2ForCausalLM(PrunedCausalLMMixin, PrunedGPT2PreTrainedModel, GenerationMixin):
     """Pruned GPT-2 with GPT-2's language-model head (tied to the token embeddings)."""
 
     _auto_class = "AutoModelForCausalLM"
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
-
-    def __init__(self, config: PrunedGPT2Config):
-        super().__init__(config)
-        self.transformer = PrunedGPT2Model(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.post_init()
-
-    def get_output_embeddings(self) -> nn.Module:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Module) -> None:
-        self.lm_head = value
-
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        cache: Cache | None = None,
-        labels: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
-    ) -> CausalLMOutputWithPast:
-        outputs = self.transformer(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            cache=cache if cache is not None else kwargs.get("past_key_values"),
-            use_cache=use_cache,
-        )
-        hidden = outputs.last_hidden_state
-        if isinstance(logits_to_keep, int):
-            hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
-        else:
-            hidden = hidden[:, logits_to_keep]
-        logits = self.lm_head(hidden)
-        loss = ForCausalLMLoss(logits, labels, self.config.vocab_size) if labels is not None else None
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
+    base_model_class = PrunedGPT2Model
 
 
-class PrunedGPT2ForSequenceClassification(PrunedGPT2PreTrainedModel):
+class PrunedGPT2ForSequenceClassification(PrunedSequenceClassifierMixin, PrunedGPT2PreTrainedModel):
     """Pruned GPT-2 with GPT-2's classification / regression head on the last non-padding token."""
 
     _auto_class = "AutoModelForSequenceClassification"
-
-    def __init__(self, config: PrunedGPT2Config):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.transformer = PrunedGPT2Model(config)
-        self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
-        self.post_init()
-
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        **kwargs,
-    ) -> SequenceClassifierOutputWithPast:
-        outputs = self.transformer(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            use_cache=False,
-        )
-        logits = self.score(outputs.last_hidden_state)
-        batch = logits.shape[0]
-        last = last_token_indices(input_ids, self.config.pad_token_id, batch)
-        pooled = logits[torch.arange(batch, device=logits.device), last]
-        loss = ForSequenceClassificationLoss(labels, pooled, self.config) if labels is not None else None
-        return SequenceClassifierOutputWithPast(loss=loss, logits=pooled)
+    base_model_class = PrunedGPT2Model
 
 
 __all__ = [

@@ -15,7 +15,8 @@ Generation keeps a key/value cache for the layers that have attention only (numb
 
 This file is copied next to exported weights so that ``from_pretrained(..., trust_remote_code=True)``
 works where nasprune is not installed. It must therefore import nothing but the standard library,
-``torch``, ``transformers`` and its sibling ``configuration_gpt_neox`` module.
+``torch``, ``transformers`` and its sibling modules ``configuration_gpt_neox`` and ``modeling_decoder``
+(what the pruned decoders share), which ``save_pretrained`` copies with it.
 """
 
 from __future__ import annotations
@@ -25,54 +26,20 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache, DynamicCache
-from transformers.loss.loss_utils import ForCausalLMLoss, ForSequenceClassificationLoss
-from transformers.modeling_outputs import (
-    BaseModelOutputWithPast,
-    CausalLMOutputWithPast,
-    SequenceClassifierOutputWithPast,
-)
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.gpt_neox.modeling_gpt_neox import GPTNeoXRotaryEmbedding
 
 from .configuration_gpt_neox import PrunedGPTNeoXConfig
-
-
-def causal_mask(
-    attention_mask: torch.Tensor | None, length: int, past: int, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
-    """Additive mask ``[N or 1, 1, T, past + T]``: query i sees key j iff j <= past + i and key j is a
-    token (``attention_mask [N, past + T]``, 1 = token; None = no padding)."""
-    total = past + length
-    hidden = torch.arange(total, device=device)[None, :] > torch.arange(past, total, device=device)[:, None]
-    hidden = hidden.view(1, 1, length, total)
-    if attention_mask is not None:
-        if attention_mask.dim() != 2:
-            raise ValueError("pruned models take a 2-D attention_mask [batch, keys] (1 = token, 0 = padding)")
-        hidden = hidden | (attention_mask[:, None, None, -total:] == 0)
-    # A finite minimum, never -inf: a padding query with no key left gets a uniform softmax, not NaNs.
-    return torch.zeros(hidden.shape, dtype=dtype, device=device).masked_fill(hidden, torch.finfo(dtype).min)
-
-
-def last_token_indices(input_ids: torch.Tensor | None, pad_token_id: int | None, batch: int) -> torch.Tensor | int:
-    """HuggingFace's rule for last-token heads: the rightmost token that is not padding."""
-    if pad_token_id is None:
-        if batch != 1:
-            raise ValueError("Cannot handle batch sizes > 1 if no padding token is defined.")
-        return -1
-    if input_ids is None:
-        return -1
-    non_pad = (input_ids != pad_token_id).to(torch.int32)
-    positions = torch.arange(input_ids.shape[-1], device=input_ids.device, dtype=torch.int32)
-    return (positions * non_pad).argmax(-1)
-
-
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding of the first ``cos.shape[-1]`` features of ``[N, h, T, dh]``; the rest pass."""
-    rotary = cos.shape[-1]
-    turned, passed = x[..., :rotary], x[..., rotary:]
-    first, second = turned.chunk(2, dim=-1)
-    turned = turned * cos + torch.cat((-second, first), dim=-1) * sin
-    return torch.cat((turned, passed), dim=-1)
+from .modeling_decoder import (
+    PrunedCausalLMMixin,
+    PrunedSequenceClassifierMixin,
+    cache_slots,
+    causal_mask,
+    model_output,
+    rotate,
+    start_decoding,
+)
 
 
 class PrunedGPTNeoXAttention(nn.Module):
@@ -162,9 +129,8 @@ class PrunedGPTNeoXEncoder(nn.Module):
 
     def __init__(self, config: PrunedGPTNeoXConfig):
         super().__init__()
-        count = config.num_hidden_layers
-        cache_indices = [sum(h > 0 for h in config.heads_per_layer[:i]) for i in range(count)]
-        self.layer = nn.ModuleList(PrunedGPTNeoXLayer(config, i, cache_indices[i]) for i in range(count))
+        slots = cache_slots(config.heads_per_layer)
+        self.layer = nn.ModuleList(PrunedGPTNeoXLayer(config, i, slots[i]) for i in range(config.num_hidden_layers))
 
 
 class PrunedGPTNeoXPreTrainedModel(PreTrainedModel):
@@ -205,111 +171,34 @@ class PrunedGPTNeoXModel(PrunedGPTNeoXPreTrainedModel):
         **kwargs,
     ) -> BaseModelOutputWithPast:
         """Run ``[N, T]`` token ids (or ``[N, T, d]`` embeddings) after ``cache``'s tokens, if any."""
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        cache = cache if cache is not None else kwargs.get("past_key_values")
         use_cache = use_cache if use_cache is not None else self.config.use_cache
-        if use_cache and cache is None:
-            cache = DynamicCache()
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_in(input_ids)
+        cache = cache if cache is not None else kwargs.get("past_key_values")
+        inputs_embeds, cache, past, position_ids = start_decoding(
+            self.embed_in, input_ids, inputs_embeds, position_ids, cache, use_cache
+        )
         length = inputs_embeds.shape[1]
-        past = cache.get_seq_length() if cache is not None else 0
-        if position_ids is None:
-            position_ids = torch.arange(past, past + length, device=inputs_embeds.device).unsqueeze(0)
         hidden = self.emb_dropout(inputs_embeds)
-        mask = causal_mask(attention_mask, length, past, hidden.dtype, hidden.device)
+        mask = causal_mask(attention_mask, past, length, past + length, hidden.dtype, hidden.device)
         cos, sin = self.rotary_emb(hidden, position_ids=position_ids)
         rotary = (cos.unsqueeze(1), sin.unsqueeze(1))
         for layer in self.encoder.layer:
-            hidden = layer(hidden, mask, rotary, cache if use_cache else None)
-        return BaseModelOutputWithPast(
-            last_hidden_state=self.final_layer_norm(hidden), cache=cache if use_cache else None
-        )
+            hidden = layer(hidden, mask, rotary, cache)
+        return model_output(BaseModelOutputWithPast, cache, last_hidden_state=self.final_layer_norm(hidden))
 
 
-class PrunedGPTNeoXForCausalLM(PrunedGPTNeoXPreTrainedModel, GenerationMixin):
+class PrunedGPTNeoXForCausalLM(PrunedCausalLMMixin, PrunedGPTNeoXPreTrainedModel, GenerationMixin):
     """Pruned GPT-NeoX with its language-model head (``lm_head``)."""
 
     _auto_class = "AutoModelForCausalLM"
     _tied_weights_keys = {"lm_head.weight": "gpt_neox.embed_in.weight"}
-
-    def __init__(self, config: PrunedGPTNeoXConfig):
-        super().__init__(config)
-        self.gpt_neox = PrunedGPTNeoXModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.post_init()
-
-    def get_output_embeddings(self) -> nn.Module:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Module) -> None:
-        self.lm_head = value
-
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        cache: Cache | None = None,
-        labels: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
-    ) -> CausalLMOutputWithPast:
-        outputs = self.gpt_neox(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            cache=cache if cache is not None else kwargs.get("past_key_values"),
-            use_cache=use_cache,
-        )
-        hidden = outputs.last_hidden_state
-        if isinstance(logits_to_keep, int):
-            hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
-        else:
-            hidden = hidden[:, logits_to_keep]
-        logits = self.lm_head(hidden)
-        loss = ForCausalLMLoss(logits, labels, self.config.vocab_size) if labels is not None else None
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
+    base_model_class = PrunedGPTNeoXModel
 
 
-class PrunedGPTNeoXForSequenceClassification(PrunedGPTNeoXPreTrainedModel):
+class PrunedGPTNeoXForSequenceClassification(PrunedSequenceClassifierMixin, PrunedGPTNeoXPreTrainedModel):
     """Pruned GPT-NeoX with its classification / regression head on the last non-padding token."""
 
     _auto_class = "AutoModelForSequenceClassification"
-
-    def __init__(self, config: PrunedGPTNeoXConfig):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.gpt_neox = PrunedGPTNeoXModel(config)
-        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
-        self.post_init()
-
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        **kwargs,
-    ) -> SequenceClassifierOutputWithPast:
-        outputs = self.gpt_neox(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            use_cache=False,
-        )
-        logits = self.score(outputs.last_hidden_state)
-        batch = logits.shape[0]
-        last = last_token_indices(input_ids, self.config.pad_token_id, batch)
-        pooled = logits[torch.arange(batch, device=logits.device), last]
-        loss = ForSequenceClassificationLoss(labels, pooled, self.config) if labels is not None else None
-        return SequenceClassifierOutputWithPast(loss=loss, logits=pooled)
+    base_model_class = PrunedGPTNeoXModel
 
 
 __all__ = [

@@ -18,25 +18,19 @@ Generation uses ``transformers``' key/value cache: the layers that have attentio
 
 This file is copied next to exported weights so that ``from_pretrained(..., trust_remote_code=True)``
 works where nasprune is not installed. It must therefore import nothing but the standard library,
-``torch``, ``transformers`` and its sibling ``configuration_llama`` module.
+``torch``, ``transformers`` and its sibling modules ``configuration_llama`` and ``modeling_decoder`` (what
+the pruned decoders share), which ``save_pretrained`` copies with it.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache, DynamicCache
-from transformers.loss.loss_utils import ForCausalLMLoss, ForSequenceClassificationLoss
-from transformers.modeling_outputs import (
-    BaseModelOutputWithPast,
-    CausalLMOutputWithPast,
-    SequenceClassifierOutputWithPast,
-)
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaRMSNorm, LlamaRotaryEmbedding
 
 from .configuration_llama import (
@@ -46,9 +40,22 @@ from .configuration_llama import (
     PrunedQwen3Config,
     layer_window,
 )
+from .modeling_decoder import (
+    PrunedCausalLMMixin,
+    PrunedSequenceClassifierMixin,
+    cache_slots,
+    causal_mask,
+    model_output,
+    rotate,
+    start_decoding,
+)
 
 
-def _attention_layout(config) -> tuple[bool, bool, bool]:
+#: The four families' configs: one set of modules serves them all.
+FamilyConfig = PrunedLlamaConfig | PrunedMistralConfig | PrunedQwen2Config | PrunedQwen3Config
+
+
+def _attention_layout(config: FamilyConfig) -> tuple[bool, bool, bool]:
     """(bias on q/k/v, bias on the output projection, per-head q/k RMSNorm) of the config's family."""
     family = str(config.model_type).removeprefix("nasprune_")
     bias = bool(getattr(config, "attention_bias", False))
@@ -59,43 +66,12 @@ def _attention_layout(config) -> tuple[bool, bool, bool]:
     return bias, bias, False  # llama (attention_bias), mistral (no biases)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary position embedding of ``[N, h, T, dh]`` (``cos``/``sin``: ``[N, 1, T, dh]``), as HF's Llama."""
-    first, second = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-second, first), dim=-1) * sin
-
-
-def _causal_mask(
-    padding: torch.Tensor | None,
-    past: int,
-    query_length: int,
-    key_length: int,
-    window: int | None,
-    dtype: torch.dtype,
-    device: torch.device,
-) -> torch.Tensor | None:
-    """The additive mask ``[N or 1, 1, query_length, key_length]`` of queries at positions ``past``,
-    ``past + 1``, ... over the *last* ``key_length`` positions (a sliding-window cache returns only
-    those), or None where plain causal attention (``is_causal``) is exact."""
-    total = past + query_length
-    if padding is None and window is None and key_length == total and past == 0:
-        return None
-    queries = torch.arange(past, total, device=device)[:, None]
-    keys = torch.arange(total - key_length, total, device=device)[None, :]
-    allowed = keys <= queries
-    if window is not None:
-        allowed = allowed & (keys > queries - window)
-    allowed = allowed[None, None]
-    if padding is not None:
-        allowed = allowed & padding[:, None, None, total - key_length : total].bool()
-    # A finite minimum, never -inf: a query with no key left (left padding) gets a uniform softmax, not NaNs.
-    return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
-
-
 class PrunedLlamaAttention(nn.Module):
     """Causal grouped-query attention over ``num_heads`` query and ``num_kv_heads`` key/value heads."""
 
-    def __init__(self, config, num_heads: int, num_kv_heads: int, cache_slot: int, window: int | None):
+    def __init__(
+        self, config: FamilyConfig, num_heads: int, num_kv_heads: int, cache_slot: int, window: int | None
+    ):
         super().__init__()
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = config.head_dim
@@ -126,14 +102,15 @@ class PrunedLlamaAttention(nn.Module):
         value = self.v_proj(hidden_states).view(batch, length, self.num_kv_heads, self.head_dim)
         if hasattr(self, "q_norm"):
             query, key = self.q_norm(query), self.k_norm(key)
-        query = _rotate(query.transpose(1, 2), cos, sin)
-        key = _rotate(key.transpose(1, 2), cos, sin)
+        query = rotate(query.transpose(1, 2), cos, sin)
+        key = rotate(key.transpose(1, 2), cos, sin)
         value = value.transpose(1, 2)
         if cache is not None:
             key, value = cache.update(key, value, self.cache_slot)
-        mask = _causal_mask(
-            padding, past, length, key.shape[-2], self.sliding_window, query.dtype, query.device
-        )
+        # Without padding, window or cache, SDPA's is_causal is exact (and takes the fused kernels).
+        mask = None
+        if padding is not None or self.sliding_window is not None or past > 0 or key.shape[-2] != length:
+            mask = causal_mask(padding, past, length, key.shape[-2], query.dtype, query.device, self.sliding_window)
         context = F.scaled_dot_product_attention(
             query,
             key,
@@ -151,7 +128,7 @@ class PrunedLlamaAttention(nn.Module):
 class PrunedLlamaMLP(nn.Module):
     """SwiGLU with ``num_units`` gate/up pairs."""
 
-    def __init__(self, config, num_units: int):
+    def __init__(self, config: FamilyConfig, num_units: int):
         super().__init__()
         bias = bool(getattr(config, "mlp_bias", False))
         self.gate_proj = nn.Linear(config.hidden_size, num_units, bias=bias)
@@ -166,7 +143,7 @@ class PrunedLlamaMLP(nn.Module):
 class PrunedLlamaDecoderLayer(nn.Module):
     """One pre-norm layer; a block and its norm are absent when the layer keeps no heads / no units."""
 
-    def __init__(self, config, index: int, cache_slot: int):
+    def __init__(self, config: FamilyConfig, index: int, cache_slot: int):
         super().__init__()
         heads, kv_heads = config.heads_per_layer[index], config.kv_heads_per_layer[index]
         units = config.units_per_layer[index]
@@ -181,7 +158,15 @@ class PrunedLlamaDecoderLayer(nn.Module):
         else:
             self.post_attention_layernorm = self.mlp = None
 
-    def forward(self, hidden_states, cos, sin, padding, past, cache) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        padding: torch.Tensor | None,
+        past: int,
+        cache: Cache | None,
+    ) -> torch.Tensor:
         if self.self_attn is not None:
             hidden_states = hidden_states + self.self_attn(
                 self.input_layernorm(hidden_states), cos, sin, padding, past, cache
@@ -189,19 +174,6 @@ class PrunedLlamaDecoderLayer(nn.Module):
         if self.mlp is not None:
             hidden_states = hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
         return hidden_states
-
-
-def _output(output_class, cache: Cache | None, **fields):
-    """``output_class(**fields)`` with the cache under the name this ``transformers`` gives it."""
-    names = {f.name for f in dataclasses.fields(output_class)}
-    fields["cache" if "cache" in names else "past_key_values"] = cache
-    return output_class(**fields)
-
-
-def _cache_of(output) -> Cache | None:
-    """The cache an output carries, under either name (an empty cache is falsy: test for None)."""
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else getattr(output, "past_key_values", None)
 
 
 class PrunedLlamaPreTrainedModel(PreTrainedModel):
@@ -217,11 +189,11 @@ class PrunedLlamaModel(PrunedLlamaPreTrainedModel):
 
     _auto_class = "AutoModel"
 
-    def __init__(self, config):
+    def __init__(self, config: FamilyConfig):
         super().__init__(config)
         self.padding_idx = config.pad_token_id
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
-        slots = [sum(h > 0 for h in config.heads_per_layer[:i]) for i in range(config.num_hidden_layers)]
+        slots = cache_slots(config.heads_per_layer)
         self.layers = nn.ModuleList(
             PrunedLlamaDecoderLayer(config, i, slots[i]) for i in range(config.num_hidden_layers)
         )
@@ -252,8 +224,6 @@ class PrunedLlamaModel(PrunedLlamaPreTrainedModel):
         ``attention_mask`` is the 2-D padding mask of the cached and the new tokens together (as
         ``generate`` passes it); ``past_key_values`` is accepted as the older name of ``cache``.
         """
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids and inputs_embeds")
         cache = cache if cache is not None else kwargs.pop("past_key_values", None)
         if attention_mask is not None and attention_mask.dim() != 2:
             raise ValueError(
@@ -265,15 +235,12 @@ class PrunedLlamaModel(PrunedLlamaPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
-        if use_cache and cache is None:
-            cache = DynamicCache(config=self.config)
-        if not use_cache:
-            cache = None
-        length = inputs_embeds.shape[1]
+        # Where no layer attends the cache stores nothing, and its length means nothing.
         attending = any(h > 0 for h in self.config.heads_per_layer)
-        past = cache.get_seq_length() if cache is not None and attending else 0
+        inputs_embeds, cache, past, position_ids = start_decoding(
+            self.embed_tokens, input_ids, inputs_embeds, position_ids, cache, use_cache, attending, config=self.config
+        )
+        length = inputs_embeds.shape[1]
         if attention_mask is not None and attention_mask.shape[-1] != past + length:
             raise ValueError(
                 f"attention_mask covers {attention_mask.shape[-1]} tokens but the cache holds {past} and "
@@ -282,8 +249,6 @@ class PrunedLlamaModel(PrunedLlamaPreTrainedModel):
         padding = attention_mask
         if padding is not None and not torch.compiler.is_compiling() and bool(padding.all()):
             padding = None  # no padding: plain causal attention (not while tracing: data-dependent)
-        if position_ids is None:
-            position_ids = torch.arange(past, past + length, device=inputs_embeds.device).unsqueeze(0)
         cos, sin = self.rotary_emb(inputs_embeds, position_ids)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         hidden = inputs_embeds
@@ -293,119 +258,24 @@ class PrunedLlamaModel(PrunedLlamaPreTrainedModel):
             if output_hidden_states:
                 all_hidden = all_hidden + (hidden,)
         hidden = self.norm(hidden)
-        output = _output(BaseModelOutputWithPast, cache, last_hidden_state=hidden, hidden_states=all_hidden)
+        output = model_output(BaseModelOutputWithPast, cache, last_hidden_state=hidden, hidden_states=all_hidden)
         return output if return_dict else output.to_tuple()
 
 
-class PrunedLlamaForCausalLM(PrunedLlamaPreTrainedModel, GenerationMixin):
+class PrunedLlamaForCausalLM(PrunedCausalLMMixin, PrunedLlamaPreTrainedModel, GenerationMixin):
     """Pruned decoder with its language-modelling head; generates with ``model.generate``."""
 
     _auto_class = "AutoModelForCausalLM"
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     base_model_class = PrunedLlamaModel
 
-    def __init__(self, config):
-        super().__init__(config)
-        self.model = self.base_model_class(config)
-        self.vocab_size = config.vocab_size
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.post_init()
 
-    def get_output_embeddings(self) -> nn.Module:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Module) -> None:
-        self.lm_head = value
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        cache: Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> CausalLMOutputWithPast | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache if cache is not None else kwargs.pop("past_key_values", None),
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        hidden = outputs.last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden[:, keep, :])
-        loss = None
-        if labels is not None:
-            loss = ForCausalLMLoss(logits, labels, vocab_size=self.config.vocab_size)
-        output = _output(
-            CausalLMOutputWithPast, _cache_of(outputs), loss=loss, logits=logits, hidden_states=outputs.hidden_states
-        )
-        return output if return_dict else output.to_tuple()
-
-
-class PrunedLlamaForSequenceClassification(PrunedLlamaPreTrainedModel):
+class PrunedLlamaForSequenceClassification(PrunedSequenceClassifierMixin, PrunedLlamaPreTrainedModel):
     """Pruned decoder with HF's sequence-classification head: a linear ``score`` of the last
     non-padding token (the rightmost token that is not ``pad_token_id``)."""
 
     _auto_class = "AutoModelForSequenceClassification"
     base_model_class = PrunedLlamaModel
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.model = self.base_model_class(config)
-        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
-        self.post_init()
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> SequenceClassifierOutputWithPast | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            use_cache=False,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        logits = self.score(outputs.last_hidden_state)
-        batch = logits.shape[0]
-        pad = self.config.pad_token_id
-        if pad is None and batch != 1:
-            raise ValueError("Cannot handle batch sizes > 1 if no padding token is defined.")
-        if pad is None or input_ids is None:
-            last = torch.full((batch,), logits.shape[1] - 1, device=logits.device)
-        else:
-            not_pad = (input_ids != pad).to(logits.device, torch.int32)
-            positions = torch.arange(input_ids.shape[-1], device=logits.device, dtype=torch.int32)
-            last = (positions * not_pad).argmax(-1)
-        pooled = logits[torch.arange(batch, device=logits.device), last]
-        loss = ForSequenceClassificationLoss(labels, pooled, self.config) if labels is not None else None
-        output = _output(
-            SequenceClassifierOutputWithPast, None, loss=loss, logits=pooled, hidden_states=outputs.hidden_states
-        )
-        return output if return_dict else output.to_tuple()
 
 
 # The other families: the same modules under their own config (their differences, biases and

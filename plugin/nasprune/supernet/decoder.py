@@ -3,24 +3,47 @@ two heads: the language-modelling head (next-token logits at every position) and
 ``*ForSequenceClassification`` head, which scores the last token that is not padding.
 
 Family adapters (``llama.py``, ``gpt2.py``, ``gpt_neox.py``) subclass :class:`DecoderAdapter` and
-say where the embeddings, layers, final norm and heads are.
+say where the embeddings, layers, final norm and heads are, and which ``transformers`` classes they take.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nasprune.supernet.base import FamilyAdapter
 
 
-def last_token_index(attention_mask: torch.Tensor | None, batch: int, length: int, device: torch.device) -> torch.Tensor:
+def last_token_index(
+    attention_mask: torch.Tensor | None, batch: int, length: int, device: torch.device
+) -> torch.Tensor:
     """Per sequence, the position of its last token (True in ``attention_mask [N, T]``); the last
     position without a mask. Works for left and right padding."""
     if attention_mask is None:
         return torch.full((batch,), length - 1, dtype=torch.long, device=device)
     positions = torch.arange(length, device=device)
     return (positions * attention_mask.to(device=device, dtype=torch.long)).argmax(dim=-1)
+
+
+def causal_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    ext_mask: torch.Tensor | None,
+    dropout_p: float,
+    scale: float,
+) -> torch.Tensor:
+    """Scaled dot-product attention as a decoder's ``attend`` function runs it: a causal encoder hands
+    ``attend`` the causal mask combined with the padding, or None when there is no padding, where
+    SDPA masks causally itself (``is_causal``, and its fused kernels). Keys and values with fewer heads
+    than the queries are shared by groups of query heads (GQA)."""
+    # enable_gqa only where needed: torch < 2.5 has no such argument.
+    grouped = {"enable_gqa": True} if key.shape[1] != query.shape[1] else {}
+    return F.scaled_dot_product_attention(
+        query, key, value, attn_mask=ext_mask, dropout_p=dropout_p, scale=scale, is_causal=ext_mask is None,
+        **grouped,
+    )
 
 
 class AttentionDropout:
@@ -35,23 +58,47 @@ class AttentionDropout:
         return self.module.training
 
 
+def _transformers_classes(names: tuple[str, ...]) -> tuple[type, ...]:
+    import transformers  # here, not at the top: `import nasprune` stays light
+
+    return tuple(getattr(transformers, name) for name in names)
+
+
 class DecoderAdapter(FamilyAdapter):
     """A decoder family: causal attention, the LM head and the last-token classification head.
 
-    Subclasses set ``model_types``, ``base_attr`` and the class lists, and implement
-    :meth:`final_norm` and :meth:`encoder_layer_modules` (or :meth:`layer_modules`).
+    Subclasses set ``model_types``, ``base_attr``, the class names and, where their base model names
+    them otherwise, ``layers_attr`` and ``final_norm_attr``; they implement :meth:`encoder_layer_modules`
+    (or :meth:`layer_modules`) and, where the embeddings are more than the token embeddings, :meth:`embed`.
     """
 
     causal = True
+    #: ``transformers`` names of the family's classes with a language-modelling head.
+    causal_lm_class_names: tuple[str, ...] = ()
+    #: ``transformers`` names of the family's classes with a sequence-classification head.
+    sequence_classification_class_names: tuple[str, ...] = ()
+    #: Attribute of the base model holding the layers.
+    layers_attr: str = "layers"
+    #: Attribute of the base model holding the norm after the last layer.
+    final_norm_attr: str = "norm"
     #: Attribute of the task model holding the sequence-classification head (HF: ``score``).
     score_attr: str = "score"
+
+    def causal_lm_classes(self) -> tuple[type, ...]:
+        return _transformers_classes(self.causal_lm_class_names)
+
+    def sequence_classification_classes(self) -> tuple[type, ...]:
+        return _transformers_classes(self.sequence_classification_class_names)
 
     def multiple_choice_classes(self) -> tuple[type, ...]:
         return ()  # HF has no multiple-choice heads for decoders
 
+    def layers(self, model: nn.Module) -> nn.ModuleList:
+        return getattr(self.base_model(model), self.layers_attr)
+
     def final_norm(self, model: nn.Module) -> nn.Module:
         """The norm after the last layer (Llama ``model.norm``, GPT-2 ``transformer.ln_f``)."""
-        raise NotImplementedError
+        return getattr(self.base_model(model), self.final_norm_attr)
 
     def lm_head(self, model: nn.Module) -> nn.Module:
         return model.get_output_embeddings()

@@ -276,6 +276,31 @@ def causal_mask(
     return mask if ext_mask is None else (ext_mask + mask).clamp_min(torch.finfo(dtype).min)
 
 
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """The second half of the features, negated, then the first: rotary embeddings' 90-degree turn."""
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding of the first ``cos.shape[-1]`` features of ``[N, h, T, dh]`` (all of
+    them in most families; a fraction in GPT-NeoX, ``rotary_pct``); the other features pass unchanged."""
+    rotary = cos.shape[-1]
+    if rotary == x.shape[-1]:
+        return x * cos + rotate_half(x) * sin
+    turned, passed = x[..., :rotary], x[..., rotary:]
+    return torch.cat((turned * cos + rotate_half(turned) * sin, passed), dim=-1)
+
+
+def rotary_from_start(rotary: nn.Module, x: torch.Tensor, *args: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos`` and ``sin`` ``[1, 1, T, d]`` of a HF rotary-embedding module at positions 0..T-1 of
+    ``x [N, h, T, dh]``: the super-network runs whole sequences without a cache, and HF does the
+    same whatever the padding. ``args`` go to the module after the positions (ModernBERT's layer type)."""
+    positions = torch.arange(x.shape[-2], device=x.device).unsqueeze(0)
+    cos, sin = rotary(x, positions, *args)
+    return cos.unsqueeze(1), sin.unsqueeze(1)
+
+
 class SubnetEncoder:
     """Runs the encoder (or decoder) layers of a HF model under a compiled plan."""
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nasprune.errors import NaspruneError
 from nasprune.supernet.base import register_adapter
-from nasprune.supernet.decoder import DecoderAdapter
+from nasprune.supernet.decoder import DecoderAdapter, causal_attention
 from nasprune.supernet.encoder import LayerModules, Selector
 
 
@@ -61,10 +60,7 @@ class ScaledCausalAttention:
         scale: float,
         heads: Selector,
     ) -> torch.Tensor:
-        # A causal encoder always hands ``attend`` the causal mask (with the padding).
-        return F.scaled_dot_product_attention(
-            query, key, value, attn_mask=ext_mask, dropout_p=dropout_p, scale=self.scale, is_causal=ext_mask is None
-        )
+        return causal_attention(query, key, value, ext_mask, dropout_p, self.scale)
 
 
 def attention_scale(config: Any, layer: int) -> float:
@@ -81,22 +77,10 @@ class GPT2Adapter(DecoderAdapter):
 
     model_types = ("gpt2",)
     base_attr = "transformer"
-
-    def sequence_classification_classes(self) -> tuple[type, ...]:
-        from transformers import GPT2ForSequenceClassification
-
-        return (GPT2ForSequenceClassification,)
-
-    def causal_lm_classes(self) -> tuple[type, ...]:
-        from transformers import GPT2LMHeadModel
-
-        return (GPT2LMHeadModel,)
-
-    def layers(self, model: nn.Module) -> nn.ModuleList:
-        return self.base_model(model).h
-
-    def final_norm(self, model: nn.Module) -> nn.Module:
-        return self.base_model(model).ln_f
+    causal_lm_class_names = ("GPT2LMHeadModel",)
+    sequence_classification_class_names = ("GPT2ForSequenceClassification",)
+    layers_attr = "h"
+    final_norm_attr = "ln_f"
 
     def embed(self, model: nn.Module, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
         # As GPT2Model without a cache: positions 0..T-1 whatever the padding, and token types (when

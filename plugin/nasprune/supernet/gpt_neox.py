@@ -15,12 +15,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nasprune.supernet.base import register_adapter
-from nasprune.supernet.decoder import AttentionDropout, DecoderAdapter
-from nasprune.supernet.encoder import LayerModules, Selector
+from nasprune.supernet.decoder import AttentionDropout, DecoderAdapter, causal_attention
+from nasprune.supernet.encoder import LayerModules, Selector, apply_rotary, rotary_from_start
 
 
 class InterleavedHeadPart:
@@ -84,22 +83,9 @@ class PartialRotaryAttention:
         scale: float,
         heads: Selector,
     ) -> torch.Tensor:
-        length = query.shape[-2]
-        positions = torch.arange(length, device=query.device).unsqueeze(0)
-        cos, sin = self.rotary(query, positions)  # [1, T, rotary_ndims] in the query's dtype, as HF
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        query, key = _rotate(query, cos, sin), _rotate(key, cos, sin)
-        return F.scaled_dot_product_attention(
-            query, key, value, attn_mask=ext_mask, dropout_p=dropout_p, scale=scale, is_causal=ext_mask is None
-        )
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    rotary = cos.shape[-1]
-    turned, passed = x[..., :rotary], x[..., rotary:]
-    first, second = turned.chunk(2, dim=-1)
-    turned = turned * cos + torch.cat((-second, first), dim=-1) * sin
-    return torch.cat((turned, passed), dim=-1)
+        cos, sin = rotary_from_start(self.rotary, query)  # [1, 1, T, rotary_ndims] in the query's dtype, as HF
+        query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+        return causal_attention(query, key, value, ext_mask, dropout_p, scale)
 
 
 @register_adapter
@@ -108,22 +94,9 @@ class GPTNeoXAdapter(DecoderAdapter):
 
     model_types = ("gpt_neox",)
     base_attr = "gpt_neox"
-
-    def sequence_classification_classes(self) -> tuple[type, ...]:
-        from transformers import GPTNeoXForSequenceClassification
-
-        return (GPTNeoXForSequenceClassification,)
-
-    def causal_lm_classes(self) -> tuple[type, ...]:
-        from transformers import GPTNeoXForCausalLM
-
-        return (GPTNeoXForCausalLM,)
-
-    def layers(self, model: nn.Module) -> nn.ModuleList:
-        return self.base_model(model).layers
-
-    def final_norm(self, model: nn.Module) -> nn.Module:
-        return self.base_model(model).final_layer_norm
+    causal_lm_class_names = ("GPTNeoXForCausalLM",)
+    sequence_classification_class_names = ("GPTNeoXForSequenceClassification",)
+    final_norm_attr = "final_layer_norm"
 
     def embed(self, model: nn.Module, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
         base = self.base_model(model)

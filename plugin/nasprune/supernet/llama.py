@@ -12,17 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nasprune.supernet.base import register_adapter
-from nasprune.supernet.decoder import AttentionDropout, DecoderAdapter
-from nasprune.supernet.encoder import LayerModules, Selector, causal_mask
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat((-second, first), dim=-1)
+from nasprune.supernet.decoder import AttentionDropout, DecoderAdapter, causal_attention
+from nasprune.supernet.encoder import LayerModules, Selector, apply_rotary, causal_mask, rotary_from_start
 
 
 def sliding_window_causal_mask(ext_mask: torch.Tensor, window: int) -> torch.Tensor:
@@ -64,21 +58,14 @@ class RotaryCausalAttention:
     ) -> torch.Tensor:
         if self.query_norm is not None:
             query, key = self.query_norm(query), self.key_norm(key)
-        length = query.shape[-2]
-        positions = torch.arange(length, device=query.device).unsqueeze(0)
-        cos, sin = self.rotary(query, positions)  # [1, T, dh] in the query's dtype, as HF
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        query = query * cos + rotate_half(query) * sin
-        key = key * cos + rotate_half(key) * sin
-        if self.window is not None and ext_mask is None:
-            ext_mask = causal_mask(None, length, query.dtype, query.device)
+        cos, sin = rotary_from_start(self.rotary, query)  # [1, 1, T, dh] in the query's dtype, as HF
+        query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
         if self.window is not None:
+            # No padding gives no mask; the window needs one (the causal part included).
+            if ext_mask is None:
+                ext_mask = causal_mask(None, query.shape[-2], query.dtype, query.device)
             ext_mask = sliding_window_causal_mask(ext_mask, self.window)
-        is_causal = ext_mask is None  # no padding and no window: SDPA masks causally itself
-        return F.scaled_dot_product_attention(
-            query, key, value, attn_mask=ext_mask, dropout_p=dropout_p, scale=scale,
-            is_causal=is_causal, enable_gqa=key.shape[1] != query.shape[1],
-        )
+        return causal_attention(query, key, value, ext_mask, dropout_p, scale)
 
 
 def _window(config: Any, layer: int) -> int | None:
@@ -98,28 +85,13 @@ class LlamaAdapter(DecoderAdapter):
 
     model_types = ("llama", "mistral", "qwen2", "qwen3")
     base_attr = "model"
-
-    _CLASS_PREFIXES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}
-
-    def _classes(self, suffix: str) -> tuple[type, ...]:
-        import transformers
-
-        return tuple(getattr(transformers, f"{prefix}{suffix}") for prefix in self._CLASS_PREFIXES.values())
-
-    def sequence_classification_classes(self) -> tuple[type, ...]:
-        return self._classes("ForSequenceClassification")
-
-    def causal_lm_classes(self) -> tuple[type, ...]:
-        return self._classes("ForCausalLM")
-
-    def layers(self, model: nn.Module) -> nn.ModuleList:
-        return self.base_model(model).layers
-
-    def final_norm(self, model: nn.Module) -> nn.Module:
-        return self.base_model(model).norm
-
-    def embed(self, model: nn.Module, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
-        return self.base_model(model).embed_tokens(input_ids)
+    causal_lm_class_names = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+    sequence_classification_class_names = (
+        "LlamaForSequenceClassification",
+        "MistralForSequenceClassification",
+        "Qwen2ForSequenceClassification",
+        "Qwen3ForSequenceClassification",
+    )
 
     def encoder_layer_modules(self, model: nn.Module) -> list[LayerModules]:
         # The rotary embedding belongs to the base model, not to a layer.

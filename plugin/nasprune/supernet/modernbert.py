@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasprune.supernet.base import FamilyAdapter, register_adapter
-from nasprune.supernet.encoder import LayerModules, LinearPart, Selector
+from nasprune.supernet.encoder import LayerModules, LinearPart, Selector, apply_rotary, rotary_from_start
 
 
 def sliding_window_mask(
@@ -24,11 +24,6 @@ def sliding_window_mask(
     # Adding two minima would overflow to -inf (and NaNs for rows with no key left); the minimum
     # already means "never attend".
     return band if ext_mask is None else (ext_mask + band).clamp_min(torch.finfo(dtype).min)
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat((-second, first), dim=-1)
 
 
 class RotaryAttention:
@@ -50,16 +45,13 @@ class RotaryAttention:
         scale: float,
         heads: Selector,
     ) -> torch.Tensor:
-        length = query.shape[-2]
-        positions = torch.arange(length, device=query.device).unsqueeze(0)
-        cos, sin = self.rotary(query, positions, self.layer_type)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        cos, sin = rotary_from_start(self.rotary, query, self.layer_type)
         # HF rotates in float32 whatever the model's dtype; so do we.
         dtype = query.dtype
-        query = (query.float() * cos + rotate_half(query.float()) * sin).to(dtype)
-        key = (key.float() * cos + rotate_half(key.float()) * sin).to(dtype)
+        query = apply_rotary(query.float(), cos, sin).to(dtype)
+        key = apply_rotary(key.float(), cos, sin).to(dtype)
         if self.window is not None:
-            ext_mask = sliding_window_mask(ext_mask, length, self.window, dtype, query.device)
+            ext_mask = sliding_window_mask(ext_mask, query.shape[-2], self.window, dtype, query.device)
         return F.scaled_dot_product_attention(query, key, value, attn_mask=ext_mask, dropout_p=dropout_p, scale=scale)
 
 
