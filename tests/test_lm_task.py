@@ -308,6 +308,14 @@ def test_lm_task_trains_searches_and_exports_from_the_command_line(lm_text, fami
     picked = pd.read_csv(results / "results.csv").set_index("trial_id").loc[record["trial_id"]]
     # The exported model, loaded back with from_pretrained, has the searched error.
     assert record["valid_error"] == pytest.approx(picked["valid_error"], abs=1e-4)
+    # ... measured on the validation split's blocks (60 documents), which the record and card count.
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    documents = [json.loads(line)["text"] for line in (lm_text / "valid.jsonl").read_text().splitlines()]
+    blocks = len(data.lm.pack_blocks(Dataset.from_dict({"text": documents}), AutoTokenizer.from_pretrained(exported), 16))
+    assert record["evaluation"]["validation_examples"] == blocks != len(documents)
+    assert f"{blocks} validation and" in (exported / "README.md").read_text()
 
 
 @pytest.mark.parametrize("family", decoder_families())

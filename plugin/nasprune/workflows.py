@@ -781,11 +781,13 @@ def export(
         """Measure the folder as a user would load it, and add the ONNX graph, before it is published."""
         added: dict[str, Any] = {}
         if task_data is not None:
-            added.update(measure_exported_model(folder, task_data, data_options.max_seq_length,
-                                                eval_batch_size, device or default_device()))
+            measured = measure_exported_model(folder, task_data, data_options.max_seq_length,
+                                              eval_batch_size, device or default_device())
+            examples = measured.pop("examples")
+            added.update(measured)
             added["evaluation"] = {
-                "validation_examples": len(task_data.validation),
-                "test_examples": len(task_data.test),
+                "validation_examples": examples["validation"],
+                "test_examples": examples["test"],
                 "max_seq_length": data_options.max_seq_length,
             }
         else:

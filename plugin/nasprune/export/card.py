@@ -64,9 +64,11 @@ def _metric_line(meta: Mapping[str, Any], metric: str) -> str:
             "metric.\n"
         )
     evaluation = meta.get("evaluation") or {}
+    # A language model is measured on packed blocks of max_seq_length tokens, not on examples.
+    unit = "blocks" if meta.get("task") == "lm" else "examples"
     examples = (
         f" ({evaluation['validation_examples']} validation and {evaluation['test_examples']} test "
-        f"examples, max length {evaluation['max_seq_length']})"
+        f"{unit}, max length {evaluation['max_seq_length']})"
         if isinstance(evaluation, Mapping) and "validation_examples" in evaluation else ""
     )
     lines = [

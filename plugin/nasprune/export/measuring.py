@@ -20,18 +20,20 @@ def measure_exported_model(
     max_seq_length: int,
     batch_size: int = 128,
     device: torch.device | str | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Load an exported folder back as a user would (``from_pretrained`` of the model and its
     tokenizer) and measure ``valid_error`` and ``test_error`` (``1 - metric``) on ``task_data``'s
-    validation and test splits, with the data pipeline and metric of the search."""
+    validation and test splits, with the data pipeline and metric of the search; ``examples``
+    holds how many examples each split had as measured (blocks, for ``--task lm``)."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory)
     except (OSError, ValueError) as err:
         raise NaspruneError(f"the exported folder {directory} has no usable tokenizer: {err}") from None
     model = load_pruned_model(directory).to(device or "cpu")
-    errors = {}
+    errors: dict[str, Any] = {"examples": {}}
     for split, column in (("validation", "valid_error"), ("test", "test_error")):
         encoded = data.prepare_split(task_data, split, tokenizer, max_seq_length)
         loader = data.make_dataloader(encoded, tokenizer, batch_size, shuffle=False, sort_by_length=True)
         errors[column] = plain_model_error(model, loader, task_data.metric)
+        errors["examples"][split] = len(encoded)
     return errors
