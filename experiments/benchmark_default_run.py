@@ -91,7 +91,7 @@ def quality(output_dir: Path) -> dict[str, float]:
             np.nan if best is None else 1 - float(best["test_error"]))
     for size in ("relative_params", "relative_macs"):
         points = rows[["valid_error", size]].to_numpy(dtype=float)
-        out[f"hypervolume, error vs {size.split('_')[1]}"] = analysis.hypervolume(points, analysis.HYPERVOLUME_REFERENCE)
+        out[f"hypervolume, error vs {size.split('_')[1]}"] = analysis.hypervolume(points, (analysis.REFERENCE_POINT,) * 2)
     return out
 
 
