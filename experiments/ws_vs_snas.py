@@ -326,8 +326,9 @@ def main() -> None:
                       flush=True)
     analyse(args.runs_dir, args.results_dir, args.seeds)
     if args.analyse_only or not args.only:
-        # nasprune compare's own view of the same folders (its time axis charges the super-network's
-        # training epochs but not the fine-tuned copy and the importance before them).
+        # nasprune compare's own view of the same folders. Its time axis charges the fine-tuned copy's
+        # and the super-network's training epochs, and the rewiring where the checkpoint recorded its
+        # seconds (these runs predate that), but not loading models and data in between.
         compared = args.runs_dir.with_name(args.runs_dir.name + "_compare")
         subprocess.run([sys.executable, "-m", "nasprune", "--quiet", "compare", str(args.runs_dir),
                         "--objectives", OBJECTIVES, "--output-dir", str(compared)], check=False)

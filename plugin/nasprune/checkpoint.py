@@ -77,7 +77,11 @@ class CheckpointInfo:
 
     def settings(self) -> dict[str, Any]:
         """Everything recorded that changes the weights or the numbers measured on them."""
-        return {k: v for k, v in asdict(self).items() if k not in _NOT_SETTINGS}
+        settings = {k: v for k, v in asdict(self).items() if k not in _NOT_SETTINGS}
+        if isinstance(settings.get("rewiring"), dict):
+            # How long rewiring took is a measurement, like the history's epoch seconds.
+            settings["rewiring"] = {k: v for k, v in settings["rewiring"].items() if k != "seconds"}
+        return settings
 
     def save(self, directory: Path) -> None:
         (Path(directory) / META_FILE).write_text(json.dumps(asdict(self), indent=2))

@@ -31,6 +31,8 @@ RECOMMENDATION_TOLERANCE = 0.01
 FRONT_COLUMNS = ("trial_id", "valid_error", "relative_params", "pareto")
 #: What tables say of the empty model's row.
 EMPTY_MODEL_NOTE = "no layers: predicts one class (majority-class baseline)"
+#: How sentences name the size columns of a results table.
+SIZE_NAMES = {"relative_params": "parameters", "relative_macs": "MACs", "relative_latency": "latency"}
 
 
 def _pareto_flags(results: pd.DataFrame) -> pd.Series:
@@ -90,6 +92,32 @@ def size_objective(summary: Mapping[str, Any]) -> str:
     return str(objectives[1]) if len(objectives) > 1 else "relative_params"
 
 
+def chosen_size_column(results: pd.DataFrame, size_column: str) -> str:
+    """The column :func:`recommended_point` ranks by: ``size_column``, or ``relative_params`` when
+    the table lacks it."""
+    return size_column if size_column in results.columns else "relative_params"
+
+
+def size_shares(row: Mapping[str, Any], size_column: str) -> str:
+    """How a sentence quotes the size of ``row``: its share of the full model by ``size_column``
+    first (the objective it was chosen by), then the other recorded shares in parentheses, e.g.
+    "39.5% of the full model's MACs (71.6% of its parameters)"."""
+    def share(column: str) -> float | None:
+        try:
+            value = float(row[column])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return value if math.isfinite(value) else None
+
+    first = share(size_column)
+    name = SIZE_NAMES.get(size_column, size_column)
+    if first is None:
+        return f"no recorded {name}"
+    others = [f"{value:.1%} of its {SIZE_NAMES[column]}" for column in SIZE_NAMES
+              if column != size_column and (value := share(column)) is not None]
+    return f"{first:.1%} of the full model's {name}" + (f" ({', '.join(others)})" if others else "")
+
+
 def recommended_point(
     results: pd.DataFrame,
     full_valid_error: float | None,
@@ -111,8 +139,7 @@ def recommended_point(
     """
     if full_valid_error is None or not math.isfinite(float(full_valid_error)):
         return None
-    if size_column not in results.columns:
-        size_column = "relative_params"
+    size_column = chosen_size_column(results, size_column)
     labels = pareto_labels(results)
     candidates = results.loc[labels]
     candidates = candidates[~is_empty_model(candidates).to_numpy()]
@@ -209,9 +236,11 @@ def recommendation(
     results: pd.DataFrame, summary: Mapping[str, Any], results_dir: str | os.PathLike
 ) -> dict[str, Any] | None:
     """The recommended point of a run as tables print it: ``pick``, ``trial_id``, the row, the
-    export line (None when the results' weights are not in the checkpoint) and how it was chosen.
-    None when no point qualifies."""
-    label = recommended_point(results, full_model_valid_error(summary), size_objective(summary))
+    export line (None when the results' weights are not in the checkpoint), how it was chosen, the
+    ``size_column`` it was chosen by and the ``shares`` sentences quote (:func:`size_shares`). None
+    when no point qualifies."""
+    size_column = chosen_size_column(results, size_objective(summary))
+    label = recommended_point(results, full_model_valid_error(summary), size_column)
     if label is None:
         return None
     pick = pick_index(results, label)
@@ -221,8 +250,10 @@ def recommendation(
         "trial_id": int(results.loc[label, "trial_id"]),
         "row": results.loc[label],
         "command": export_command(summary, results_dir, pick) if exportable else None,
+        "size_column": size_column,
+        "shares": size_shares(results.loc[label], size_column),
         "rule": (
-            f"the smallest Pareto point by {size_objective(summary)} whose validation {metric_name(summary)} "
+            f"the smallest Pareto point by {size_column} whose validation {metric_name(summary)} "
             f"is within {RECOMMENDATION_TOLERANCE * 100:.0f} point of the full model's"
         ),
     }
@@ -232,6 +263,8 @@ __all__ = [
     "EMPTY_MODEL_NOTE",
     "FRONT_COLUMNS",
     "RECOMMENDATION_TOLERANCE",
+    "SIZE_NAMES",
+    "chosen_size_column",
     "export_command",
     "full_model_valid_error",
     "importance_row_fine_tuned",
@@ -243,5 +276,6 @@ __all__ = [
     "recommendation",
     "recommended_point",
     "size_objective",
+    "size_shares",
     "weights_in_checkpoint",
 ]

@@ -7,8 +7,9 @@ metric, and highlight the recommended point (:func:`nasprune.choosing.recommende
 
 The empty model (no layers: a majority-class predictor, or for language modelling the next token
 from the current token's embedding alone) stays in the data but does not set the
-axis limits: when its error lies above the others it is drawn on the upper edge of the axes, with
-its true error written beside it, so the interesting part of the front keeps the whole height.
+axis limits, nor do sub-networks that score no better than it (near-empty ones predict the majority
+class too): when their errors lie above the others they are drawn on the upper edge of the axes,
+with one note giving their true error, so the interesting part of the front keeps the whole height.
 
 Figures use the Agg canvas (:func:`nasprune.analysis.new_figure`: no pyplot state, no display);
 ``front_figure`` returns the figure so that tests can look at what was drawn.
@@ -31,6 +32,8 @@ from nasprune.analysis import SCORE_LEVELS, error_at_level
 EVALUATED, FRONT, FULL_MODEL, RECOMMENDED, EMPTY = "0.7", "C3", "black", "C2", "C7"
 #: The share of the data range added above and below the points.
 MARGIN = 0.06
+#: The share of the y range added on top when points are drawn on the upper edge, for them and their note.
+CLIPPED_HEADROOM = 0.14
 
 
 # --- labels -----------------------------------------------------------------------------------
@@ -109,6 +112,21 @@ def draw_score_levels(axes: Any, full_error: float, side: str = "right") -> list
     return lines
 
 
+def draw_clipped_group(
+    axes: Any, xs: np.ndarray, ys: np.ndarray, label: str, note: str, colour: str = EMPTY, marker: str = "^"
+) -> Any:
+    """Draw points whose ``ys`` lie above the axes as markers on the upper edge (the y limits must
+    be set before), with one ``note`` beside the leftmost, which should give their true errors."""
+    top = axes.get_ylim()[1]
+    shown_y = np.minimum(np.asarray(ys, dtype=float), top)
+    drawn = axes.scatter(xs, shown_y, s=36, marker=marker, color=colour, zorder=4, clip_on=False, label=label)
+    if note:
+        left = int(np.argmin(xs))
+        axes.annotate(note, (xs[left], shown_y[left]), xytext=(6, -12), textcoords="offset points", fontsize=7,
+                      color=colour)
+    return drawn
+
+
 def draw_clipped_outlier(axes: Any, x: float, y: float, label: str, short: str, colour: str = EMPTY) -> Any:
     """Draw a point whose ``y`` lies above the axes on the upper edge, with its true value written
     beside it (the y limits must be set before). ``label`` goes to the legend, ``short`` beside the point."""
@@ -123,6 +141,37 @@ def draw_clipped_outlier(axes: Any, x: float, y: float, label: str, short: str, 
 
 
 # --- the front plot of one run ----------------------------------------------------------------
+def _draw_empty_and_uninformative(
+    axes: Any, sizes: np.ndarray, errors: np.ndarray, empty: np.ndarray, uninformative: np.ndarray,
+    summary: Mapping[str, Any],
+) -> None:
+    """The empty model and the sub-networks no better than it: on the upper edge when above the
+    axes, with one note giving their errors (one note, so that near-empty points at sizes beside
+    the empty model's do not write over each other)."""
+    top = axes.get_ylim()[1]
+    above_empty, above_rest = empty & (errors > top), uninformative & (errors > top)
+    for index in np.flatnonzero(empty & ~above_empty):
+        draw_clipped_outlier(axes, sizes[index], errors[index], empty_model_label(summary), "empty model")
+    inside = uninformative & ~above_rest  # only where a level line or the full model reaches as high
+    if inside.any():
+        axes.scatter(sizes[inside], errors[inside], s=14, color=EVALUATED, zorder=2, label="_nolegend_")
+    values = errors[above_empty | above_rest]
+    if not values.size:
+        return
+    span = f"{values.min():.3f}" if values.max() - values.min() < 5e-4 else f"{values.min():.3f}–{values.max():.3f}"
+    count = int(above_rest.sum())
+    others = f"{count} no better" if count else ""
+    who = " and ".join(part for part in ("empty model" if above_empty.any() else "", others) if part)
+    note = f"{who}: {span} (above)"
+    if above_rest.any():
+        # The note goes beside the empty model when it is drawn too (it is the leftmost).
+        rest_note = "" if above_empty.any() else note
+        draw_clipped_group(axes, sizes[above_rest], errors[above_rest], "no better than the empty model", rest_note,
+                           colour=EVALUATED)
+    if above_empty.any():
+        draw_clipped_group(axes, sizes[above_empty], errors[above_empty], empty_model_label(summary), note)
+
+
 def _number(value: Any, default: float) -> float:
     """``value`` as a float, ``default`` when it is missing or not a number."""
     try:
@@ -178,10 +227,16 @@ def front_figure(
         sizes = points[:, 0]
         shown = finite & np.isfinite(errors) & (on_front if error_column == "test_error" else True)
         normal = shown & ~empty
+        # Sub-networks no better than the empty model (near-empty ones predict the majority class
+        # too) say nothing a user would choose from: like the empty model, they do not set the limits.
+        empty_errors = errors[shown & empty]
+        floor = float(empty_errors.min()) if empty_errors.size else math.inf
+        uninformative = normal & (errors >= floor - 1e-9)
+        informative = normal & ~uninformative
         if error_column != "test_error":
-            rest = normal & ~on_front
+            rest = informative & ~on_front
             axes.scatter(sizes[rest], errors[rest], s=14, color=EVALUATED, label="evaluated", zorder=2)
-        front = normal & on_front
+        front = informative & on_front
         order = np.argsort(sizes[front], kind="stable")
         front_x, front_y = sizes[front][order], errors[front][order]
         if len(front_x):
@@ -196,10 +251,14 @@ def front_figure(
                          label=f"full model ({1 - full_error:.1%} {choosing.metric_name(summary)})")
         # Labels at the left: the full model and the recommended point sit at the right end of the lines.
         levels = draw_score_levels(axes, full_error, side="left")
-        # The limits come from everything but the empty model.
-        y_values = np.concatenate([errors[normal], [full_error], [line.get_ydata()[0] for line in levels]])
+        y_values = np.concatenate([errors[informative], [full_error], [line.get_ydata()[0] for line in levels]])
         axes.set_xlim(*x_limits)
-        axes.set_ylim(*padded_limits(y_values))
+        low, high = padded_limits(y_values)
+        above = (shown & empty | uninformative) & (errors > high)
+        if above.any():
+            # Headroom for the markers on the edge and their note, clear of the level labels.
+            high += CLIPPED_HEADROOM * (high - low)
+        axes.set_ylim(low, high)
         if recommended is not None and shown[recommended] and math.isfinite(errors[recommended]):
             rx, ry = sizes[recommended], errors[recommended]
             pick = choosing.pick_index(df.assign(pareto=on_front), recommended)
@@ -210,14 +269,15 @@ def front_figure(
             axes.annotate(f"pick {pick}: {1 - ry:.1%}, size {rx:.2f}", (rx, ry), xytext=(-10 if right_half else 10, 8),
                           textcoords="offset points", ha="right" if right_half else "left", fontsize=8,
                           color=RECOMMENDED, fontweight="bold")
-        for index in np.flatnonzero(shown & empty):
-            draw_clipped_outlier(axes, sizes[index], errors[index], empty_model_label(summary), "empty model")
+        _draw_empty_and_uninformative(axes, sizes, errors, shown & empty, uninformative, summary)
         axes.set_xlabel(objective_label(x, summary))
         axes.set_ylabel(objective_label(error_column, summary))
         axes.set_title(panel_title, fontsize=9)
         axes.grid(alpha=0.3)
-        # The front runs from the upper left to the lower right: the upper right corner is free.
-        axes.legend(loc="upper right", fontsize="x-small", framealpha=0.85)
+        # The front runs from the upper left to the lower right: the upper right corner is free, below
+        # the band of points drawn on the upper edge, if any, so that the legend does not cover their note.
+        band = CLIPPED_HEADROOM / (1 + CLIPPED_HEADROOM) if above.any() else 0.0
+        axes.legend(loc="upper right", bbox_to_anchor=(1.0, 1.0 - band), fontsize="x-small", framealpha=0.85)
     if title:
         figure.suptitle(title, fontsize=11)
     return figure

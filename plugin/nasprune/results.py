@@ -304,7 +304,7 @@ def recommendation_text(table: pd.DataFrame, summary: Mapping[str, Any], output_
     text = (
         f"Recommended: pick {chosen['pick']} (trial {chosen['trial_id']}), {chosen['rule']} "
         f"({1 - float(row['valid_error']):.4f} against {1 - full_error:.4f}), with "
-        f"{float(row['relative_params']):.1%} of the full model's parameters.\n"
+        f"{chosen['shares']}.\n"
     )
     if chosen["command"] is None:
         return text + (

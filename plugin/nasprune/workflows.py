@@ -169,6 +169,9 @@ def train_supernet(
                 output_dir / "rewiring-finetune", overwrite=overwrite, progress=progress, device=device,
             )
             rewiring = replace(rewiring, source=str(finetuned))
+        # From here on is the rewiring's own cost (loading the source, importance, reordering): the
+        # fine-tuned copy's epochs are in its own history, so compare can charge both.
+        rewiring_started = time.perf_counter()
         if rewiring.start_from_source and rewiring.source is not None:
             # The fine-tuned weights (task head included) are the start: the super-network's largest
             # network then begins where plain fine-tuning ended. Its importance is its own.
@@ -182,8 +185,9 @@ def train_supernet(
             hf_model, supernet = start, started.to(device)
             rewiring = replace(rewiring, source=None)
         rewiring_record = _rewire(supernet, rewiring, encoded["train"], tokenizer, task_data, config.batch_size, config.seed)
-        rewiring_record["source"] = started_from or rewiring_record["source"] or str(model)
+        rewiring_record["source"] = _absolute_if_local(started_from or rewiring_record["source"] or str(model))
         rewiring_record["started_from_source"] = started_from is not None
+        rewiring_record["seconds"] = time.perf_counter() - rewiring_started
         # What was asked (the source may have been filled in above): a resume compares against it.
         rewiring_record["requested"] = asdict(requested_rewiring)
     train_loader = data.make_dataloader(
@@ -303,6 +307,12 @@ def _describe_rewiring(options: dict[str, Any] | None) -> str:
 def _has_trained_task_head(hf_model: torch.nn.Module) -> bool:
     # A checkpoint saved from a task model lists that class; a bare encoder (BertModel) does not.
     return has_task_head(hf_model.config)
+
+
+def _absolute_if_local(name: str) -> str:
+    """``name`` as an absolute path when it names a local file or folder (a hub model id stays as
+    it is): the record is then readable from any working directory."""
+    return str(Path(name).resolve()) if os.path.exists(name) else name
 
 
 def _verified_model_folder(source: str) -> str:

@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group-by", default="kind,method", help=f"fields naming a method: {', '.join(GROUP_FIELDS)}")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates of the rank CIs")
     parser.add_argument("--no-training-time", dest="include_training_time", action="store_false",
-                        help="do not add the checkpoint's training time to the time axis")
+                        help="do not add what the checkpoint cost (its training, and a rewired one's fine-tuned "
+                        "source and rewiring) to the time axis")
 
 
 def run_from_args(args: argparse.Namespace) -> Comparison:

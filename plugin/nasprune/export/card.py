@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
+from nasprune.model_names import hub_model_id, local_folder_name
 
 # Hub pipeline tags by task kind. transformers has no multiple-choice pipeline: the card says so.
 _PIPELINE_TAGS = {"classification": "text-classification", "regression": "text-classification",
@@ -22,24 +21,13 @@ _LLAMA_FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 _AUTO_CLASSES = {"multiple_choice": "AutoModelForMultipleChoice", "causal_lm": "AutoModelForCausalLM"}
 
 
-def _hub_id(name: Any) -> str | None:
-    """``name`` when it is a Hub model id (``owner/name`` or ``name``), not a local path."""
-    text = str(name or "")
-    if not text or text.startswith((".", "/", "~")) or "\\" in text:
-        return None
-    try:
-        validate_repo_id(text)
-    except HFValidationError:
-        return None
-    return text
-
-
 def _front_matter(meta: Mapping[str, Any]) -> str:
     fields: dict[str, Any] = {
         "library_name": "transformers",
         "pipeline_tag": _PIPELINE_TAGS.get(meta.get("task_kind", ""), "text-classification"),
     }
-    base_model = _hub_id(meta.get("base_model") or meta.get("source_model"))
+    # The Hub rejects a base_model that is not a Hub id: a local folder's path is left out.
+    base_model = hub_model_id(meta.get("base_model") or meta.get("source_model"))
     if base_model:
         fields["base_model"] = base_model
     tags = ["nasprune", "pruned", "structured-pruning", str(meta.get("family", ""))]
@@ -167,6 +155,8 @@ def model_card(meta: Mapping[str, Any], repo: str = ".") -> str:
     heads, units = list(meta["heads_per_layer"]), list(meta["units_per_layer"])
     kept = list(meta["kept_layers"])
     source = meta.get("base_model") or meta.get("source_model")
+    hub_id = hub_model_id(source)
+    origin = f"`{hub_id}`" if hub_id else f"model loaded from a local folder (`{local_folder_name(source)}`)"
     task = meta.get("task") or meta.get("task_kind", "")
     size = [f"| parameters | {meta['params']:,} | {meta['relative_params']:.1%} |"]
     if "macs" in meta:
@@ -176,7 +166,7 @@ def model_card(meta: Mapping[str, Any], repo: str = ".") -> str:
     body = [
         f"# Pruned {meta['family']} for {task}",
         "",
-        f"A structurally pruned `{source}`, cut out of a nasprune super-network (weight-sharing neural "
+        f"A structurally pruned {origin}, cut out of a nasprune super-network (weight-sharing neural "
         f"architecture search) for the task **{task}** ({meta.get('task_kind', '')}). It keeps "
         f"{len(kept)} of {len(heads)} layers.",
         "",

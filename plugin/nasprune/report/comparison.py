@@ -88,6 +88,7 @@ def compare(
                 "num_evaluated": len(run.table),
                 "seconds": float(run.table["elapsed_seconds"].max()) if "elapsed_seconds" in run.table else math.nan,
                 "training_seconds": run.training_seconds,
+                "seconds_before_search": run.seconds_before_search,
                 "path": str(run.path),
             }
         )

@@ -16,6 +16,7 @@ import datetime
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -25,6 +26,7 @@ import pandas as pd
 from nasprune import choosing
 from nasprune.errors import NaspruneError
 from nasprune.files import write_text_atomic
+from nasprune.model_names import display_model_name
 from nasprune.report.runs import RESULTS_FILE, SUMMARY_FILE, Run, load_run
 from nasprune.results import pareto_table
 
@@ -83,12 +85,19 @@ def _figure_png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
+#: Tables with more columns than this get the smaller type of ``table.wide``, so that they fit the page.
+WIDE_TABLE_COLUMNS = 9
+
+
 def _html_table(frame: pd.DataFrame, css_id: str) -> str:
     formatted = frame.copy()
     for column in formatted.columns:
         if pd.api.types.is_float_dtype(formatted[column]):
             formatted[column] = formatted[column].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
-    return formatted.to_html(index=False, escape=True, border=0, classes="results", table_id=css_id, na_rep="")
+    classes = ["results"] + (["wide"] if len(formatted.columns) > WIDE_TABLE_COLUMNS else [])
+    table = formatted.to_html(index=False, escape=True, border=0, classes=classes, table_id=css_id, na_rep="")
+    # Headers such as "units_per_layer" may break after an underscore, not in the middle of a word.
+    return re.sub(r"<th>([^<]*)</th>", lambda m: "<th>" + m.group(1).replace("_", "_<wbr>") + "</th>", table)
 
 
 def run_section(run: Run) -> Section:
@@ -102,7 +111,7 @@ def run_section(run: Run) -> Section:
     full = summary.get("full_model") if isinstance(summary.get("full_model"), dict) else {}
     metric = choosing.metric_name(summary)
     facts = [
-        ("model", str(summary.get("model", "?"))),
+        ("model", display_model_name(summary["model"]) if summary.get("model") else "?"),
         ("checkpoint", str(summary.get("checkpoint", "-"))),
         ("objectives", ", ".join(objectives)),
         ("sub-networks evaluated", str(summary.get("num_evaluated", len(run.table)))),
@@ -133,12 +142,11 @@ def run_section(run: Run) -> Section:
         )
     else:
         row = recommended["row"]
-        sizes = ", ".join(f"{c} {float(row[c]):.3f}" for c in objectives[1:] if c in row.index)
         section.recommendation = {
             "pick": recommended["pick"],
             "trial_id": recommended["trial_id"],
             "rule": recommended["rule"],
-            "measured": f"validation {metric} {1 - float(row['valid_error']):.2%}; {sizes}",
+            "measured": f"validation {metric} {1 - float(row['valid_error']):.2%}, {recommended['shares']}",
             "command": recommended["command"],
         }
     return section
@@ -228,9 +236,13 @@ figure { margin: 1.2em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #e3e3e3; }
 figcaption { color: #444; font-size: 0.9em; }
 .table-wrap { overflow-x: auto; margin: 0.5em 0 1.5em; }
-table.results { border-collapse: collapse; font-size: 0.85em; }
+/* Tables fit the page: long cells (per-layer lists, notes) wrap at their spaces, headers after an
+   underscore; the scroll bar of .table-wrap is only the last resort. */
+table.results { border-collapse: collapse; font-size: 0.85em; max-width: 100%; }
+table.results.wide { font-size: 0.75em; }
 table.results th, table.results td { padding: 0.25em 0.7em; border-bottom: 1px solid #e3e3e3; text-align: right;
-                                     white-space: nowrap; }
+                                     white-space: normal; vertical-align: top; }
+table.results.wide th, table.results.wide td { padding: 0.2em 0.45em; }
 table.results th { background: #f3f3f3; }
 .recommended { background: #eef7ee; border-left: 4px solid #2ca02c; padding: 0.6em 1em; margin: 1em 0; }
 pre.command { background: #272822; color: #f8f8f2; padding: 0.7em 1em; overflow-x: auto; white-space: pre-wrap; }

@@ -2,9 +2,12 @@
 its final value, and its value over wall-clock time.
 
 Hypervolume over wall-clock time uses each row's ``elapsed_seconds``. The cost of the checkpoint a
-run started from (super-network training or fine-tuning, read from the checkpoint's
-``nasprune.json`` history) is added as an offset unless ``include_training_time`` is off, so that
-weight-sharing searches, baselines and standard NAS are charged for everything they needed.
+run started from is added as an offset unless ``include_training_time`` is off
+(:attr:`~nasprune.report.runs.Run.seconds_before_search`: the epochs in the checkpoint's
+``nasprune.json`` history, super-network training or fine-tuning, plus, for a rewired
+super-network, the training of the fine-tuned model its importance was measured on and the
+rewiring itself), so that weight-sharing searches, baselines and standard NAS are charged for
+everything they needed.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ def run_trace(run: Run, norm: Normalisation, include_training_time: bool = True)
         table = table.assign(elapsed_seconds=np.arange(1, len(table) + 1, dtype=float))
     normalised = table.assign(**dict(zip(norm.objectives, norm.transform(run.task, run.points(norm.objectives)).T)))
     trace = analysis.hypervolume_over_time(normalised, norm.objectives, "elapsed_seconds", norm.reference_point)
-    offset = run.training_seconds if include_training_time else 0.0
+    offset = run.seconds_before_search if include_training_time else 0.0
     return pd.DataFrame({"seconds": trace["elapsed_seconds"] + offset, "hypervolume": trace["hypervolume"]})
 
 

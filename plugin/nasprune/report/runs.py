@@ -24,6 +24,8 @@ logger = logging.getLogger("nasprune")
 #: The fields a method name can be made of (``--group-by``): properties of :class:`Run`.
 GROUP_FIELDS = ("kind", "method", "search_space", "strategy", "order")
 RESULTS_FILE, SUMMARY_FILE = "results.csv", "summary.json"
+#: A nasprune checkpoint's record (``nasprune.checkpoint.META_FILE``; not imported: it loads torch).
+CHECKPOINT_INFO_FILE = "nasprune.json"
 
 
 @dataclass
@@ -77,12 +79,12 @@ class Run:
     @property
     def checkpoint_info(self) -> dict[str, Any]:
         """The ``nasprune.json`` of the checkpoint the run started from (empty when unknown or
-        unreadable). ``strategy``, ``order`` and ``training_seconds`` all use it, so it is read once
+        unreadable). ``strategy``, ``order`` and the seconds below all use it, so it is read once
         and kept; it is read again only when the file changed (a resumed training adds epochs)."""
         checkpoint = self.summary.get("checkpoint")
         if not checkpoint:
             return {}
-        path = Path(checkpoint) / "nasprune.json"
+        path = Path(checkpoint) / CHECKPOINT_INFO_FILE
         try:
             stat = path.stat()
         except OSError:
@@ -109,9 +111,55 @@ class Run:
 
     @property
     def training_seconds(self) -> float:
-        """Wall-clock seconds of the checkpoint's training epochs (0 when unknown)."""
-        history = self.checkpoint_info.get("history") or []
-        return float(sum(float(epoch.get("seconds", 0.0)) for epoch in history))
+        """Wall-clock seconds of the checkpoint's own training epochs (0 when unknown)."""
+        return _history_seconds(self.checkpoint_info)
+
+    @property
+    def rewiring_seconds(self) -> float:
+        """Seconds the checkpoint's rewiring took: loading the model importance is measured on,
+        measuring it and reordering (0 when not rewired, or rewired before this was recorded)."""
+        rewiring = self.checkpoint_info.get("rewiring") or {}
+        return float(rewiring.get("seconds") or 0.0)
+
+    @property
+    def rewiring_source(self) -> Path | None:
+        """The nasprune checkpoint the rewiring measured importance on (the copy fine-tuned first,
+        or a ``--rewire-from`` checkpoint); None when not rewired, or the source is not a nasprune
+        checkpoint that can be found. Checkpoints written before the source was recorded as an
+        absolute path name it relative to the folder the command ran in: it is looked for below each
+        folder above the checkpoint (nearest first), then below the working directory."""
+        source = (self.checkpoint_info.get("rewiring") or {}).get("source")
+        if not source:
+            return None
+        source = Path(str(source))
+        if source.is_absolute():
+            candidates = [source]
+        else:
+            checkpoint = Path(str(self.summary["checkpoint"])).resolve()
+            candidates = [folder / source for folder in checkpoint.parents] + [Path.cwd() / source]
+        return next((c for c in candidates if (c / CHECKPOINT_INFO_FILE).is_file()), None)
+
+    @property
+    def rewiring_source_training_seconds(self) -> float:
+        """Training seconds in the history of :attr:`rewiring_source` (0 when there is none, e.g. a
+        hub model with a trained head or ``--model`` itself)."""
+        source = self.rewiring_source
+        if source is None:
+            return 0.0
+        try:
+            info = json.loads((source / CHECKPOINT_INFO_FILE).read_text())
+        except (OSError, ValueError):
+            return 0.0
+        return _history_seconds(info)
+
+    @property
+    def seconds_before_search(self) -> float:
+        """Everything the checkpoint cost before the search's first evaluation, as far as it was
+        recorded: the training of the rewiring source (:attr:`rewiring_source_training_seconds`),
+        the rewiring (:attr:`rewiring_seconds`) and the checkpoint's own epochs
+        (:attr:`training_seconds`). ``nasprune compare``'s time axis starts each run here. Loading
+        models and data between these steps is not recorded, so it is not charged."""
+        return self.rewiring_source_training_seconds + self.rewiring_seconds + self.training_seconds
 
     def group(self, fields: Sequence[str]) -> str:
         """The method name of this run: its summary's ``label``, else ``fields`` joined by ``/``."""
@@ -125,6 +173,12 @@ class Run:
         if missing:
             raise NaspruneError(f"{self.path}/results.csv lacks the column(s) {', '.join(missing)}")
         return self.table[list(objectives)].to_numpy(dtype=float)
+
+
+def _history_seconds(info: dict[str, Any]) -> float:
+    """The summed ``seconds`` of the epochs in a ``nasprune.json``'s history."""
+    history = info.get("history") or []
+    return float(sum(float(epoch.get("seconds", 0.0)) for epoch in history))
 
 
 def load_run(path: str | os.PathLike) -> Run:
