@@ -9,10 +9,10 @@ say where the embeddings, layers, final norm and heads are, and which ``transfor
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nasprune.supernet.base import FamilyAdapter
+from nasprune.supernet.encoder import dot_product_attention
 
 
 def last_token_index(
@@ -36,14 +36,8 @@ def causal_attention(
 ) -> torch.Tensor:
     """Scaled dot-product attention as a decoder's ``attend`` function runs it: a causal encoder hands
     ``attend`` the causal mask combined with the padding, or None when there is no padding, where
-    SDPA masks causally itself (``is_causal``, and its fused kernels). Keys and values with fewer heads
-    than the queries are shared by groups of query heads (GQA)."""
-    # enable_gqa only where needed: torch < 2.5 has no such argument.
-    grouped = {"enable_gqa": True} if key.shape[1] != query.shape[1] else {}
-    return F.scaled_dot_product_attention(
-        query, key, value, attn_mask=ext_mask, dropout_p=dropout_p, scale=scale, is_causal=ext_mask is None,
-        **grouped,
-    )
+    SDPA masks causally itself (``is_causal``, and its fused kernels)."""
+    return dot_product_attention(query, key, value, ext_mask, dropout_p, scale, is_causal=ext_mask is None)
 
 
 class AttentionDropout:

@@ -262,6 +262,24 @@ def _linear_cols(x: torch.Tensor, linear: nn.Linear, cols: Selector) -> torch.Te
     return F.linear(x, weight, linear.bias)
 
 
+def dot_product_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    ext_mask: torch.Tensor | None,
+    dropout_p: float,
+    scale: float,
+    is_causal: bool = False,
+) -> torch.Tensor:
+    """Scaled dot-product attention of the kept heads with an additive mask (or ``is_causal``, where
+    SDPA masks causally itself and may pick a fused kernel). Keys and values with fewer heads than
+    the queries are shared by groups of query heads (GQA)."""
+    return F.scaled_dot_product_attention(
+        query, key, value, attn_mask=ext_mask, dropout_p=dropout_p, scale=scale, is_causal=is_causal,
+        enable_gqa=key.shape[1] != query.shape[1],
+    )
+
+
 def causal_mask(
     ext_mask: torch.Tensor | None, length: int, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
@@ -358,11 +376,7 @@ class SubnetEncoder:
         # Families without attention-probability dropout hand an nn.Identity, which has no ``p``.
         dropout_p = getattr(dropout, "p", 0.0) if dropout.training else 0.0
         if m.attend is None:
-            # enable_gqa only where needed: torch < 2.5 has no such argument.
-            grouped = {"enable_gqa": True} if k.shape[1] != q.shape[1] else {}
-            context = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=ext_mask, dropout_p=dropout_p, scale=self.scale, is_causal=is_causal, **grouped
-            )
+            context = dot_product_attention(q, k, v, ext_mask, dropout_p, self.scale, is_causal)
         else:
             context = m.attend(q, k, v, ext_mask, dropout_p, self.scale, plan.head_rows)
         if plan.head_scale is not None:
