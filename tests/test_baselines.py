@@ -49,6 +49,36 @@ def logits_with_scales(supernet, batch, head_scale, unit_scale, subnet=None):
 
 
 # --- mask gradients ------------------------------------------------------------------------
+def _one_at_a_time(batch):
+    """Single-example batches of ``batch``, each without its trailing padding columns."""
+    singles = []
+    for i in range(len(batch["input_ids"])):
+        example = {k: v[i : i + 1] for k, v in batch.items()}
+        length = int(example["attention_mask"].reshape(-1, example["attention_mask"].shape[-1]).any(0).nonzero().max()) + 1
+        per_token = example["input_ids"].dim()
+        singles.append({k: (v[..., :length] if v.dim() == per_token else v) for k, v in example.items()})
+    return singles
+
+
+@pytest.mark.parametrize("family,task", [("bert", "classification"), ("roberta", "multiple_choice"), ("bert", "regression")])
+def test_mask_gradients_of_a_padded_batch_equal_those_taken_one_example_at_a_time(family, task):
+    model = tiny_model(family, task).double()
+    supernet = SuperNetwork(model).eval()
+    batches = _labelled(model, n_batches=2, batch=5)
+    regression = task == "regression"
+    full = SubNetwork.full(supernet.shape)
+    head_mask = full.head_mask.copy()
+    head_mask[0, 1] = False  # a pruned head still gets the gradient of adding it back
+    subnet = SubNetwork(head_mask, full.unit_mask)
+    batched = mask_gradients(supernet, batches, regression, subnet=subnet, max_examples=8)
+    singles = [single for batch in batches for single in _one_at_a_time(batch)]
+    alone = mask_gradients(supernet, singles, regression, subnet=subnet, max_examples=8)
+    assert batched.num_examples == alone.num_examples == 8
+    np.testing.assert_allclose(batched.head, alone.head, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(batched.unit, alone.unit, rtol=1e-9, atol=1e-12)
+    assert batched.head[:, 0, 1].any()
+
+
 @pytest.mark.parametrize("family,task", [("bert", "classification"), ("roberta", "multiple_choice"), ("bert", "regression")])
 def test_mask_gradients_are_per_example_derivatives(family, task):
     model = tiny_model(family, task).double()
@@ -497,13 +527,17 @@ def test_rewiring_an_encoder_without_a_task_head_fine_tunes_a_copy_first(finetun
     config = TrainingConfig(epochs=1, learning_rate=1e-3, batch_size=16, strategy="sandwich")
     monkeypatch.chdir(tmp_path)  # an output folder named relative to where the command runs
     trained = train_supernet("encoder", _tiny_data_options(root), config, "small", Path("sn"),
-                             progress=False, rewiring=RewiringOptions(num_examples=16))
+                             progress=False, rewiring=RewiringOptions(num_examples=16, finetune_examples=40))
     info = json.loads((trained / "nasprune.json").read_text())
     record = info["rewiring"]
     # Recorded absolute, so it still names the fine-tuned copy when read from another folder.
     assert record["source"] == str((tmp_path / "sn" / "rewiring-finetune" / "epoch-1").resolve())
     source_info = json.loads((Path(record["source"]) / "nasprune.json").read_text())
     assert source_info["strategy"] == "standard" and len(source_info["history"]) == 1
+    # The copy is fine-tuned on 40 of the training examples; the super-network trains on all of them.
+    assert source_info["data_options"]["max_train_samples"] == 40
+    assert info["data_options"]["max_train_samples"] == _tiny_data_options(root).max_train_samples != 40
+    assert record["requested"]["finetune_examples"] == 40
     assert isinstance(record["seconds"], float) and record["seconds"] > 0
     # A measurement, not a setting: the fingerprint does not depend on it.
     assert "seconds" not in CheckpointInfo.load(trained).settings()["rewiring"]
@@ -523,6 +557,9 @@ def test_rewiring_an_encoder_without_a_task_head_fine_tunes_a_copy_first(finetun
     with pytest.raises(NaspruneError, match="rewire-importance"):
         train_supernet(str(tmp_path / "encoder"), _tiny_data_options(root), config, "small", tmp_path / "x",
                        rewiring=RewiringOptions(importance="magnitude"))
+    with pytest.raises(NaspruneError, match="rewire-finetune-examples"):
+        train_supernet(str(tmp_path / "encoder"), _tiny_data_options(root), config, "small", tmp_path / "x",
+                       rewiring=RewiringOptions(finetune_examples=0))
     # A run trained without rewiring cannot be resumed with it: the first step is long gone.
     plain = TrainingConfig(epochs=2, learning_rate=1e-3, batch_size=16, strategy="standard")
     with pytest.raises(NaspruneError, match="--rewire off -> importance=fisher"):

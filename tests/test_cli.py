@@ -176,6 +176,7 @@ def test_train_supernet_rewires_by_a_finetuned_model(workspace):
         (["run", "--train-file", "garbage.csv", "--text-column", "sentence"], "garbage.csv"),
         (["run", "--epochs", "0"], "--epochs"),
         (["run", "--rewire", "--rewire-importance", "magnitude"], "--rewire-importance"),
+        (["run", "--rewire-finetune-examples", "0"], "--rewire-finetune-examples"),
         (["train-supernet", "--no-rewire", "--rewire-from", "somewhere", "--output-dir", "x"], "needs --rewire"),
     ],
 )

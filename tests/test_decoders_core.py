@@ -406,6 +406,14 @@ def test_importance_of_a_causal_lm():
     gradients = mask_gradients(supernet, [batch])
     assert gradients.head.shape == (3, 2, 4) and gradients.unit.shape == (3, 2, 48)
     assert np.abs(gradients.head).sum() > 0 and np.abs(gradients.unit).sum() > 0
+    # One backward pass over the padded batch gives each example's own gradient (its mean token loss).
+    singles = []
+    for i in range(3):
+        length = int(batch["attention_mask"][i].sum())
+        singles.append({k: v[i : i + 1, :length] for k, v in batch.items()})
+    alone = mask_gradients(supernet, singles)
+    np.testing.assert_allclose(gradients.head, alone.head, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(gradients.unit, alone.unit, rtol=1e-4, atol=1e-6)
 
 
 # --- loading ---------------------------------------------------------------------------------

@@ -10,10 +10,11 @@ variable ``m`` that multiplies the output of a head or unit (``m = 1``: kept, ``
   ranks masks, its per-layer blocks drive mask rearrangement.
 
 Both need *per-example* gradients (``E|g|`` and ``sum g^2`` are not functions of the batch
-gradient). The super-network's mask mode broadcasts one scale vector over the whole batch, so the
-gradients are taken one example at a time, with the example's trailing padding cut off. That is
-exact and, at the few hundred examples these criteria use, fast enough on a CPU. The masks are
-the scales of :meth:`nasprune.supernet.SuperNetwork.scaled`.
+gradient). Each row of a batch gets its own copy of the mask variables (scales ``[N, L, H]`` and
+``[N, L, I]``, see :meth:`nasprune.supernet.SuperNetwork.scaled`) and the loss is the sum of the
+examples' own losses: an example's loss reads only its own copy, so one backward pass gives every
+example's gradient, as exactly as one pass per example would (up to float rounding), at the cost
+of one training step per batch.
 
 Importance is core: rewiring (:mod:`nasprune.rewiring`) sorts heads and units by it, and the
 pruning baselines (:mod:`nasprune.baselines.rfp`, :mod:`nasprune.baselines.head_pruning`) prune by it.
@@ -65,25 +66,16 @@ class MaskGradients:
         return Importance(np.abs(self.head).mean(0), np.abs(self.unit).mean(0))
 
 
-def _examples(loader: Iterable[dict], max_examples: int | None) -> Iterable[dict]:
-    """Single examples of the loader's batches, without their trailing padding columns."""
+def _batches(loader: Iterable[dict], max_examples: int | None) -> Iterable[dict]:
+    """The loader's batches, the last one cut so that at most ``max_examples`` examples are seen."""
     seen = 0
     for batch in loader:
-        size = len(batch["input_ids"])
-        for i in range(size):
-            if max_examples is not None and seen >= max_examples:
+        if max_examples is not None:
+            if seen >= max_examples:
                 return
-            example = {k: v[i : i + 1] for k, v in batch.items()}
-            mask = example.get("attention_mask")
-            if mask is not None:
-                # Right padding only: cutting leading columns would shift BERT's positions.
-                used = mask.reshape(-1, mask.shape[-1]).any(0).nonzero()
-                length = int(used.max()) + 1 if len(used) else mask.shape[-1]
-                # Per-token tensors (inputs, and a causal LM's labels) lose the padding columns.
-                per_token = example["input_ids"].dim()
-                example = {k: (v[..., :length] if v.dim() == per_token else v) for k, v in example.items()}
-            seen += 1
-            yield example
+            batch = {k: v[: max_examples - seen] for k, v in batch.items()}
+        seen += len(batch["input_ids"])
+        yield batch
 
 
 def mask_gradients(
@@ -108,19 +100,26 @@ def mask_gradients(
     supernet.eval()
     parameter = next(supernet.parameters())
     device, dtype = parameter.device, parameter.dtype
+    head_mask = torch.tensor(subnet.head_mask, dtype=dtype, device=device)
+    unit_mask = torch.tensor(subnet.unit_mask, dtype=dtype, device=device)
     head_grads, unit_grads = [], []
     try:
-        for example in _examples(loader, max_examples):
-            example = {k: v.to(device) for k, v in example.items()}
-            head_scale = torch.tensor(subnet.head_mask, dtype=dtype, device=device, requires_grad=True)
-            unit_scale = torch.tensor(subnet.unit_mask, dtype=dtype, device=device, requires_grad=True)
+        for batch in _batches(loader, max_examples):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            examples = len(batch["input_ids"])
+            # One row of scales per sequence the encoder runs: a multiple-choice example is C of them.
+            rows = batch["input_ids"][..., 0].numel()
+            head_scale = head_mask.expand(rows, *head_mask.shape).clone().requires_grad_()
+            unit_scale = unit_mask.expand(rows, *unit_mask.shape).clone().requires_grad_()
             with supernet.scaled(head_scale, unit_scale, subnet):
-                logits = supernet(**example)
-            loss = label_loss(logits, example["labels"], regression)
+                logits = supernet(**batch)
+            labels = batch["labels"]
+            loss = sum(label_loss(logits[i : i + 1], labels[i : i + 1], regression) for i in range(examples))
             # autograd.grad leaves the weights' .grad alone and skips their gradient kernels.
             g_head, g_unit = torch.autograd.grad(loss, [head_scale, unit_scale], allow_unused=True)
-            head_grads.append(_as_numpy(g_head, head_scale))
-            unit_grads.append(_as_numpy(g_unit, unit_scale))
+            # An example's masks act on each of its rows: its gradient is the sum over them.
+            head_grads.append(_as_numpy(g_head, head_scale).reshape(examples, -1, *head_mask.shape).sum(1))
+            unit_grads.append(_as_numpy(g_unit, unit_scale).reshape(examples, -1, *unit_mask.shape).sum(1))
     finally:
         supernet.train(was_training)
     shape = supernet.shape
@@ -129,7 +128,7 @@ def mask_gradients(
             np.zeros((0, shape.num_layers, shape.num_heads)),
             np.zeros((0, shape.num_layers, shape.intermediate_size)),
         )
-    return MaskGradients(np.stack(head_grads), np.stack(unit_grads))
+    return MaskGradients(np.concatenate(head_grads), np.concatenate(unit_grads))
 
 
 def _as_numpy(grad: torch.Tensor | None, like: torch.Tensor) -> np.ndarray:

@@ -56,6 +56,10 @@ class RewiringOptions:
     source: str | None = None
     #: start the super-network from that fine-tuned model (rewired) instead of the start model
     start_from_source: bool = False
+    #: training examples of the copy fine-tuned first when the start model's task head is untrained;
+    #: ``None``: all of the super-network's. The importance only has to rank the heads and units, and
+    #: the super-network then trains on all the examples.
+    finetune_examples: int | None = None
 
     def validate(self) -> None:
         if self.importance not in IMPORTANCE_KINDS:
@@ -64,6 +68,8 @@ class RewiringOptions:
             )
         if self.num_examples < 1:
             raise NaspruneError(f"--rewire-examples must be at least 1, got {self.num_examples}")
+        if self.finetune_examples is not None and self.finetune_examples < 1:
+            raise NaspruneError(f"--rewire-finetune-examples must be at least 1, got {self.finetune_examples}")
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,8 @@ def train_supernet(
         if rewiring.source is None and supernet.task_kind != "causal_lm" and not _has_trained_task_head(hf_model):
             logger.info("rewiring: %s has no trained task head; fine-tuning a copy to measure importance", model)
             finetuned = train_supernet(
-                model, data_options, replace(config, strategy="standard"), search_space,
+                model, _capped_train_samples(data_options, rewiring.finetune_examples),
+                replace(config, strategy="standard"), search_space,
                 output_dir / "rewiring-finetune", overwrite=overwrite, progress=progress, device=device,
             )
             rewiring = replace(rewiring, source=str(finetuned))
@@ -302,6 +303,13 @@ def _describe_rewiring(options: dict[str, Any] | None) -> str:
     if options is None:
         return "off"
     return ", ".join(f"{k}={v}" for k, v in options.items())
+
+
+def _capped_train_samples(data_options: DataOptions, cap: int | None) -> DataOptions:
+    """``data_options`` with at most ``cap`` training examples (``None``: as they are)."""
+    if cap is None or (data_options.max_train_samples is not None and data_options.max_train_samples <= cap):
+        return data_options
+    return replace(data_options, max_train_samples=cap)
 
 
 def _has_trained_task_head(hf_model: torch.nn.Module) -> bool:

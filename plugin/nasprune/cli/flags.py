@@ -119,6 +119,11 @@ def add_training_flags(parser: argparse.ArgumentParser, supernet: bool, epochs: 
         group.add_argument("--rewire-importance", default="fisher", help="fisher (Kwon et al. 2022) or gradient (Michel et al. 2019)")
         group.add_argument("--rewire-examples", type=int, default=512, help="training examples for the importance")
         group.add_argument(
+            "--rewire-finetune-examples", type=int, default=None,
+            help="training examples of the copy fine-tuned for the importance when --model has no trained "
+            "task head (default: all the training examples; nasprune run --quick: 2000)",
+        )
+        group.add_argument(
             "--start-from-finetuned", action=argparse.BooleanOptionalAction, default=True,
             help="with rewiring, start the super-network from the fine-tuned model the importance is "
             "measured on (the copy fine-tuned first, or --rewire-from), so that its largest network "
@@ -137,7 +142,7 @@ def add_search_flags(parser: argparse.ArgumentParser, num_samples: int = 100) ->
         "subsets and only the non-dominated go on)",
     )
     group.add_argument(
-        "--multi-fidelity", action="store_true",
+        "--multi-fidelity", action=argparse.BooleanOptionalAction, default=False,
         help="put MO-ASHA's rungs in front of --method: its suggestions are evaluated on growing "
         "validation subsets and stop early unless non-dominated (moasha does this with random configs)",
     )
@@ -234,7 +239,8 @@ def rewiring_options_from_args(args: argparse.Namespace) -> RewiringOptions | No
             raise NaspruneError("--rewire-from needs --rewire, which --no-rewire turns off")
         return None
     return RewiringOptions(importance=args.rewire_importance, num_examples=args.rewire_examples,
-                           source=args.rewire_from, start_from_source=args.start_from_finetuned)
+                           source=args.rewire_from, start_from_source=args.start_from_finetuned,
+                           finetune_examples=getattr(args, "rewire_finetune_examples", None))
 
 
 def search_options_from_args(args: argparse.Namespace) -> SearchOptions:

@@ -248,13 +248,19 @@ class SuperNetwork(nn.Module):
         and each FFN unit's activation by ``unit_scale [L, I]``, with the full weights.
 
         The scales are real numbers and may require grad: the gradient of a loss with respect to
-        them is that of the mask variables (importance, Fisher information). Blocks that keep no
-        head or unit in ``subnet`` (default: the full network) are skipped, as that sub-network
-        skips them. This takes precedence over :meth:`select` and the mode.
+        them is that of the mask variables (importance, Fisher information). Scales ``[N, L, H]``
+        and ``[N, L, I]`` give each of the N sequences the encoder runs its own (a multiple-choice
+        batch of B examples and C choices runs N = B·C). Blocks that keep no head or unit in
+        ``subnet`` (default: the full network) are skipped, as that sub-network skips them. This
+        takes precedence over :meth:`select` and the mode.
         """
         subnet = subnet if subnet is not None else self._full
         self.check(subnet)
-        self._shape.check_per_head_and_unit(tuple(head_scale.shape), tuple(unit_scale.shape), "scales")
+        if head_scale.dim() != unit_scale.dim() or head_scale.dim() not in (2, 3) or (
+                head_scale.shape[:-2] != unit_scale.shape[:-2]):
+            raise NaspruneError(f"scales {tuple(head_scale.shape)} / {tuple(unit_scale.shape)}: expected "
+                                "[layers, heads] / [layers, units], or both with the same leading [rows]")
+        self._shape.check_per_head_and_unit(tuple(head_scale.shape[-2:]), tuple(unit_scale.shape[-2:]), "scales")
         previous = self._scaled
         self._scaled = scaled_plan(subnet, head_scale, unit_scale, self._shape.num_kv_heads)
         try:

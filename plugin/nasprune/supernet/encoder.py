@@ -220,7 +220,8 @@ def scaled_plan(
     subnet: SubNetwork, head_scale: torch.Tensor, unit_scale: torch.Tensor, num_kv_heads: int = 0
 ) -> list[LayerPlan]:
     """Mask-mode plans whose scales are the given real-valued (possibly differentiable) tensors,
-    head ``[L, H]`` and unit ``[L, I]``; the layer structure follows ``subnet``. Every key/value
+    head ``[L, H]`` and unit ``[L, I]``, or ``[N, L, H]`` and ``[N, L, I]`` with a scale per
+    sequence; the layer structure follows ``subnet``. Every key/value
     head runs: ``num_kv_heads`` of them under GQA (``ModelShape.num_kv_heads``), 0 without.
 
     A layer that keeps no head (unit) of ``subnet`` skips its attention (FFN) block exactly as the
@@ -232,8 +233,8 @@ def scaled_plan(
         LayerPlan(
             num_heads=int(heads[i]),
             num_units=int(units[i]),
-            head_scale=head_scale[i],
-            unit_scale=unit_scale[i],
+            head_scale=head_scale[..., i, :],
+            unit_scale=unit_scale[..., i, :],
             num_kv_heads=num_kv_heads,
         )
         for i in range(subnet.num_layers)
@@ -380,7 +381,8 @@ class SubnetEncoder:
         else:
             context = m.attend(q, k, v, ext_mask, dropout_p, self.scale, plan.head_rows)
         if plan.head_scale is not None:
-            context = context * plan.head_scale.to(context.dtype).view(1, -1, 1, 1)
+            # [H], or [N, H] with a scale per sequence (see SuperNetwork.scaled)
+            context = context * plan.head_scale.to(context.dtype)[..., None, None]
         context = context.transpose(1, 2).reshape(batch, length, -1)
         return m.attn_out_dropout(_linear_cols(context, m.attn_out, plan.head_rows))
 
@@ -391,7 +393,7 @@ class SubnetEncoder:
         if m.ffn_up is not None:
             inner = inner * linear_rows(source, m.ffn_up, plan.unit_rows)
         if plan.unit_scale is not None:
-            inner = inner * plan.unit_scale.to(inner.dtype)
+            inner = inner * plan.unit_scale.to(inner.dtype).unsqueeze(-2)
         if m.ffn_inner_dropout is not None:
             inner = m.ffn_inner_dropout(inner)
         return m.ffn_out_dropout(_linear_cols(inner, m.ffn_out, plan.unit_rows))
