@@ -130,7 +130,8 @@ def test_moasha_on_two_nodes_resumes_after_the_driver_is_killed(workspace, clust
     finished trial again (here the rerun's driver is this test process)."""
     output = tmp_path / "out"
     # Epochs of a second or more, so that a trial still trains when another has ended, even on an idle machine.
-    _write_data(tmp_path / "train.csv", 1500, 5)
+    # (1,500 examples were too few: on the idle machine a whole trial sometimes ended between two looks.)
+    _write_data(tmp_path / "train.csv", 4000, 5)
     data = _data_options(workspace)
     data.train_file = str(tmp_path / "train.csv")
     command = [
@@ -151,7 +152,7 @@ def test_moasha_on_two_nodes_resumes_after_the_driver_is_killed(workspace, clust
             placed = {e["trial_id"] for e in events if e["event"] == "placed"}
             if ended and placed - ended:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert driver.poll() is None, f"the search ended before it could be killed: {driver.stderr.read()[-2000:]}"
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()

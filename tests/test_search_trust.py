@@ -357,7 +357,7 @@ def test_run_refuses_another_search_before_training_and_overwrite_starts_afresh(
     capsys.readouterr()
     assert cli.main([*flags, "--method", "random_search"]) == 2
     error = capsys.readouterr().err
-    assert "method: local_search there, random_search now" in error and "--overwrite-output-dir" in error
+    assert "method: nsga2 there, random_search now" in error and "--overwrite-output-dir" in error
     assert json.loads((out / "summary.json").read_text()) == first  # untouched, still complete
 
     assert cli.main([*flags, "--method", "random_search", "--seed", "1", "--overwrite-output-dir"]) == 0

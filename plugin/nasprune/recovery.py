@@ -42,6 +42,7 @@ from nasprune.export import (
     pareto_front,
     subnet_from_row,
 )
+from nasprune.objectives import EVAL_BATCH_SIZE
 from nasprune.results import (
     begin_search_outputs,
     build_summary,
@@ -152,7 +153,7 @@ class Recovery:
         session: CheckpointSession,
         options: RecoveryOptions,
         device: torch.device | None = None,
-        eval_batch_size: int = 128,
+        eval_batch_size: int = EVAL_BATCH_SIZE,
         progress: bool = False,
     ):
         options.validate()
@@ -252,7 +253,7 @@ def recover_front(
     output_dir: str | os.PathLike,
     options: RecoveryOptions,
     data_overrides: dict[str, Any] | None = None,
-    eval_batch_size: int = 128,
+    eval_batch_size: int = EVAL_BATCH_SIZE,
     device: torch.device | None = None,
     overwrite: bool = False,
     progress: bool = True,

@@ -38,7 +38,7 @@ from nasprune.baselines import head_pruning, importance_pruning, layer_drop, ref
 from nasprune.errors import NaspruneError
 from nasprune.evaluation import SubnetEvaluator, plain_model_error
 from nasprune.files import write_json_atomic
-from nasprune.objectives import COMMON_OBJECTIVES, OBJECTIVES, metric_columns
+from nasprune.objectives import COMMON_OBJECTIVES, EVAL_BATCH_SIZE, OBJECTIVES, metric_columns
 from nasprune.results import SearchResult, begin_search_outputs, build_summary, check_search_output_dir, result_row, write_results
 from nasprune.scales import MASK_SCALES_FILE, apply_scales
 from nasprune.session import CheckpointSession, load_tokenizer
@@ -71,7 +71,7 @@ class BaselineOptions:
     method: str = "rfp"
     seed: int = 0
     objectives: tuple[str, ...] = ("error", "params")
-    eval_batch_size: int = 128
+    eval_batch_size: int = EVAL_BATCH_SIZE
     macs_seq_length: int | None = None
     #: Training examples for importance estimates (Fisher information, head importance).
     num_importance_samples: int = 512

@@ -8,6 +8,7 @@ from nasprune.baselines import importance_pruning, rfp
 from nasprune.baselines.runner import BASELINE_METHODS, DEFAULT_BUDGETS, BaselineOptions, run_baseline
 from nasprune.cli.flags import add_data_flags, comma_separated, data_overrides_from_args
 from nasprune.cli.summary import print_search_summary
+from nasprune.objectives import EVAL_BATCH_SIZE
 from nasprune.results import SearchResult
 
 HELP = "pruning baselines in the same results format"
@@ -41,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--objectives", default="error,params", help="error,params or error,macs")
     parser.add_argument("--macs-seq-length", type=int, help="sequence length of the MAC count")
-    parser.add_argument("--eval-batch-size", type=int, default=128, help="batch size of the validation and test measurements")
+    parser.add_argument("--eval-batch-size", type=int, default=EVAL_BATCH_SIZE, help="batch size of the validation and test measurements")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size of importance estimates and fine-tuning")
     parser.add_argument(
         "--num-importance-samples", type=int, default=512,

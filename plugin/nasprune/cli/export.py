@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from nasprune.cli.flags import add_data_flags, data_overrides_from_args
+from nasprune.objectives import EVAL_BATCH_SIZE
 from nasprune.recovery import RECOVERY_LOSSES, RecoveryOptions
 from nasprune.workflows import export
 
@@ -41,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not measure the exported model on the checkpoint's validation and test data (e.g. when "
         "the data is gone); then no error numbers are recorded",
     )
-    parser.add_argument("--eval-batch-size", type=int, default=128, help="batch size of that measurement")
+    parser.add_argument("--eval-batch-size", type=int, default=EVAL_BATCH_SIZE, help="batch size of that measurement")
     parser.add_argument(
         "--push-to-hub", metavar="REPO",
         help="then upload the folder to this Hugging Face Hub model repository (owner/name) with "

@@ -12,6 +12,7 @@ from typing import Any
 
 from nasprune.data import DATA_FILE_FLAGS
 from nasprune.errors import NaspruneError
+from nasprune.objectives import EVAL_BATCH_SIZE
 from nasprune.rewiring import RewiringOptions
 from nasprune.spaces import FIRST_K_SPACES
 from nasprune.search.multifidelity import MIN_FIDELITY, REDUCTION_FACTOR
@@ -136,7 +137,7 @@ def add_search_flags(parser: argparse.ArgumentParser, num_samples: int = 100) ->
     group = parser.add_argument_group("search")
     group.add_argument(
         "--method",
-        default="local_search",
+        default="nsga2",
         help="random_search, morea, local_search, nsga2, ehvi, lsbo or rsbo (the last three need "
         "'nasprune[bo]'), or moasha (multi-fidelity: candidates are ranked on growing validation "
         "subsets and only the non-dominated go on)",
@@ -157,7 +158,7 @@ def add_search_flags(parser: argparse.ArgumentParser, num_samples: int = 100) ->
     group.add_argument("--num-samples", type=int, default=num_samples, help="sub-networks to evaluate")
     group.add_argument("--max-time", type=float, help="stop the search after this many seconds")
     add_objective_flags(group, default="error,macs")
-    group.add_argument("--eval-batch-size", type=int, default=128, help="batch size of the validation and test measurements")
+    group.add_argument("--eval-batch-size", type=int, default=EVAL_BATCH_SIZE, help="batch size of the validation and test measurements")
     group.add_argument(
         "--workers", type=int, default=1,
         help="sub-networks evaluated at once, each by a Ray actor holding the super-network (one GPU "

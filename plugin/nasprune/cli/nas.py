@@ -7,6 +7,7 @@ import argparse
 from nasprune.cli.flags import add_data_flags, add_objective_flags, comma_separated, fill_default_task
 from nasprune.cli.summary import print_search_summary
 from nasprune.data import DataOptions
+from nasprune.objectives import EVAL_BATCH_SIZE
 from nasprune.snas import BACKENDS, TRIALS_TABLE, StandardNASResult, run_standard_nas
 
 HELP = "standard NAS: fine-tune each sub-network as a Syne Tune trial (MO-ASHA, NSGA-II, ...)"
@@ -76,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--learning-rate", type=float, default=2e-5, help="peak learning rate of AdamW (linear schedule)")
     training.add_argument("--batch-size", type=int, default=32, help="training examples per step")
     training.add_argument("--warmup-ratio", type=float, default=0.1, help="share of the steps spent warming up the learning rate")
-    training.add_argument("--eval-batch-size", type=int, default=128, help="batch size of the validation and test measurements")
+    training.add_argument("--eval-batch-size", type=int, default=EVAL_BATCH_SIZE, help="batch size of the validation and test measurements")
     training.add_argument("--seed", type=int, default=0, help="seed of training and search (not of the data split)")
     training.add_argument(
         "--data-seed", type=int, default=0,

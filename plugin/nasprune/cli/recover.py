@@ -6,6 +6,7 @@ import argparse
 
 from nasprune.cli.export import add_recovery_flags, recovery_options_from_args
 from nasprune.cli.flags import add_data_flags, data_overrides_from_args
+from nasprune.objectives import EVAL_BATCH_SIZE
 from nasprune.recovery import recover_front
 from nasprune.results import SearchResult
 
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", required=True, help="where the retrained front is written")
     parser.add_argument("--overwrite-output-dir", action="store_true",
                         help="replace the results of another run in --output-dir instead of refusing")
-    parser.add_argument("--eval-batch-size", type=int, default=128, help="batch size of the measurements")
+    parser.add_argument("--eval-batch-size", type=int, default=EVAL_BATCH_SIZE, help="batch size of the measurements")
     add_recovery_flags(parser, default_epochs=1)
     add_data_flags(parser, with_model=False)
 

@@ -12,13 +12,14 @@ from nasprune import data
 from nasprune.errors import NaspruneError
 from nasprune.evaluation import plain_model_error
 from nasprune.export.saving import load_pruned_model
+from nasprune.objectives import EVAL_BATCH_SIZE
 
 
 def measure_exported_model(
     directory: str | os.PathLike,
     task_data: Any,
     max_seq_length: int,
-    batch_size: int = 128,
+    batch_size: int = EVAL_BATCH_SIZE,
     device: torch.device | str | None = None,
 ) -> dict[str, Any]:
     """Load an exported folder back as a user would (``from_pretrained`` of the model and its

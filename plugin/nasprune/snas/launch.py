@@ -24,7 +24,7 @@ from syne_tune.results_callback import StoreResultsCallback
 
 from nasprune import analysis
 from nasprune.errors import NaspruneError
-from nasprune.objectives import check_latency_settings, metric_columns
+from nasprune.objectives import EVAL_BATCH_SIZE, check_latency_settings, metric_columns
 from nasprune.snas.journal import TrialJournal
 from nasprune.snas.protocol import TUNER_PID_ENV
 from nasprune.snas.resume import (
@@ -243,7 +243,7 @@ def run_standard_nas(
     macs_seq_length: int | None = None,
     latency_batch_size: int = 1,
     latency_seq_length: int | None = None,
-    eval_batch_size: int = 128,
+    eval_batch_size: int = EVAL_BATCH_SIZE,
     num_threads: int | None = None,
     max_failures: int | None = None,
     sleep_time: float = 2.0,
