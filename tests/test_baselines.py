@@ -49,6 +49,12 @@ def logits_with_scales(supernet, batch, head_scale, unit_scale, subnet=None):
 
 
 # --- mask gradients ------------------------------------------------------------------------
+def _double_supernet(family, task, n_batches, batch):
+    """A tiny float64 super-network of ``family`` for ``task``, labelled batches, and whether it regresses."""
+    model = tiny_model(family, task).double()
+    return SuperNetwork(model).eval(), _labelled(model, n_batches=n_batches, batch=batch), task == "regression"
+
+
 def _one_at_a_time(batch):
     """Single-example batches of ``batch``, each without its trailing padding columns."""
     singles = []
@@ -62,10 +68,7 @@ def _one_at_a_time(batch):
 
 @pytest.mark.parametrize("family,task", [("bert", "classification"), ("roberta", "multiple_choice"), ("bert", "regression")])
 def test_mask_gradients_of_a_padded_batch_equal_those_taken_one_example_at_a_time(family, task):
-    model = tiny_model(family, task).double()
-    supernet = SuperNetwork(model).eval()
-    batches = _labelled(model, n_batches=2, batch=5)
-    regression = task == "regression"
+    supernet, batches, regression = _double_supernet(family, task, n_batches=2, batch=5)
     full = SubNetwork.full(supernet.shape)
     head_mask = full.head_mask.copy()
     head_mask[0, 1] = False  # a pruned head still gets the gradient of adding it back
@@ -81,10 +84,7 @@ def test_mask_gradients_of_a_padded_batch_equal_those_taken_one_example_at_a_tim
 
 @pytest.mark.parametrize("family,task", [("bert", "classification"), ("roberta", "multiple_choice"), ("bert", "regression")])
 def test_mask_gradients_are_per_example_derivatives(family, task):
-    model = tiny_model(family, task).double()
-    supernet = SuperNetwork(model).eval()
-    batches = _labelled(model, n_batches=1, batch=3)
-    regression = task == "regression"
+    supernet, batches, regression = _double_supernet(family, task, n_batches=1, batch=3)
     grads = mask_gradients(supernet, batches, regression)
     shape = supernet.shape
     assert grads.head.shape == (3, shape.num_layers, shape.num_heads)
