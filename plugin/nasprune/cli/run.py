@@ -47,7 +47,8 @@ QUICK_PRESET = {
     # (README, "What the default run gives").
     "num_random_subnets": 1,
     "max_eval_samples": 1000,
-    # NSGA-II's five generations of 10: 60 gave the same front on the default task, 20 s later.
+    # NSGA-II's five generations of 10: on the default task 60 reached the same hypervolume
+    # (0.9617 against 0.9615), 20 s later.
     "num_samples": 50,
 }
 #: Defaults of ``nasprune run`` without the preset: the paper's recipe.
