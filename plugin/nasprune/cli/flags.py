@@ -241,7 +241,7 @@ def rewiring_options_from_args(args: argparse.Namespace) -> RewiringOptions | No
         return None
     return RewiringOptions(importance=args.rewire_importance, num_examples=args.rewire_examples,
                            source=args.rewire_from, start_from_source=args.start_from_finetuned,
-                           finetune_examples=getattr(args, "rewire_finetune_examples", None))
+                           finetune_examples=args.rewire_finetune_examples)
 
 
 def search_options_from_args(args: argparse.Namespace) -> SearchOptions:
